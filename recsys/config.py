@@ -1,0 +1,124 @@
+"""Typed configuration.
+
+Two kinds of configuration live here:
+
+* ``Settings``: *where* things are (URIs, folders). Built from environment variables only, so the
+  same code runs on a laptop (everything under ``RECSYS_HOME``) and on shared services.
+* ``ModelConfig`` / ``TrainConfig``: *what* to train. Frozen dataclasses, logged whole to MLflow and
+  stored in every checkpoint.
+
+Nothing here touches the disk or the network at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+REGISTERED_MODEL = "recsys"
+EXPERIMENT = "recsys"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+# Environment variables, documented in the README's configuration table.
+ENV_HOME = "RECSYS_HOME"
+ENV_EVENT_STORE = "RECSYS_EVENT_STORE_URL"
+ENV_LAKE = "RECSYS_LAKE_ROOT"
+ENV_TRACKING = "MLFLOW_TRACKING_URI"
+ENV_ARTIFACTS = "RECSYS_ARTIFACT_ROOT"
+ENV_REGISTERED_MODEL = "RECSYS_REGISTERED_MODEL"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where every piece of state lives; build it with ``Settings.from_env()``."""
+
+    home: Path
+    event_store_url: str
+    lake_root: Path
+    tracking_uri: str
+    artifact_root: str
+    registered_model: str = REGISTERED_MODEL
+    experiment: str = EXPERIMENT
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        home = Path(env.get(ENV_HOME, ".recsys")).expanduser().resolve()
+        return cls(
+            home=home,
+            event_store_url=env.get(ENV_EVENT_STORE) or f"sqlite:///{home / 'events.db'}",
+            lake_root=Path(env.get(ENV_LAKE) or home / "lake").expanduser().resolve(),
+            tracking_uri=env.get(ENV_TRACKING) or f"sqlite:///{home / 'mlflow.db'}",
+            artifact_root=env.get(ENV_ARTIFACTS) or (home / "mlartifacts").as_uri(),
+            registered_model=env.get(ENV_REGISTERED_MODEL) or REGISTERED_MODEL,
+        )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the SASRec-style model. On warm start it is read from the checkpoint."""
+
+    max_len: int = 50  # most recent items the model attends to
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    dropout: float = 0.2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Full retrain and incremental fine-tune are two presets of this one class."""
+
+    mode: Literal["full", "incremental"] = "full"
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    patience: int = 3  # validation checks without improvement before early stopping
+    eval_every: int = 5  # epochs between validation checks
+    seed: int = 42
+    max_seconds: float = 600.0  # hard wall-clock cap on one training run
+
+    @classmethod
+    def finetune(cls, **overrides: Any) -> TrainConfig:
+        """Preset for incremental fine-tuning: short, gentle, warm-started from the champion."""
+        base = dict(mode="incremental", epochs=10, lr=3e-4, eval_every=2, patience=2)
+        base.update(overrides)
+        return cls(**base)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    k: int = 10
+    min_events: int = 3  # users with fewer events are not evaluated (need train, valid, test)
+
+
+@dataclass(frozen=True)
+class PromotionPolicy:
+    """The champion is replaced only if the challenger's metric beats it by more than ``margin``."""
+
+    metric: str = "ndcg_at_10"
+    margin: float = 0.0
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    promotion: PromotionPolicy = field(default_factory=PromotionPolicy)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Flatten a (nested) config dataclass into ``section.key -> value`` for MLflow params."""
+    out: dict[str, Any] = {}
+    for key, value in dataclasses.asdict(cfg).items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,232 @@
+"""The event store: one SQLAlchemy table of interaction events, plus file import.
+
+The store is a faithful *raw* log: it keeps what it was given (a missing user or an unparseable time
+included) so that nothing is lost; the validation gate downstream decides what may be trained
+on.
+Collection is keyed on ``ingested_at`` (when the event reached us), never on ``event_time``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from recsys import schema as S
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+events_table = sa.Table(
+    "events",
+    metadata,
+    sa.Column(S.EVENT_ID, sa.String(128), primary_key=True),
+    sa.Column(S.USER_ID, sa.String(128), nullable=True),
+    sa.Column(S.ITEM_ID, sa.String(128), nullable=True),
+    sa.Column(S.EVENT_TYPE, sa.String(32), nullable=True),
+    # Kept as received (normalised to ISO-8601 UTC when parseable) so bad input is never lost.
+    sa.Column(S.EVENT_TIME, sa.String(64), nullable=True),
+    sa.Column(S.INGESTED_AT, sa.DateTime(), nullable=False, index=True),  # naive UTC
+    sa.Column(S.VALUE, sa.Float(), nullable=True),
+    sa.Index("ix_events_user_time", S.USER_ID, S.EVENT_TIME),
+)
+
+_CHUNK = 5_000
+
+
+def utc_naive(ts: dt.datetime) -> dt.datetime:
+    """Normalise an aware or naive (assumed UTC) datetime to naive UTC, as stored."""
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(dt.UTC).replace(tzinfo=None)
+    return ts
+
+
+class EventStore:
+    """Append-only, idempotent (on ``event_id``) store of events behind any SQLAlchemy URL."""
+
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.url = url
+        self.engine = sa.create_engine(url)
+        metadata.create_all(self.engine)
+
+    def append(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert rows (dicts with ``EVENT_COLUMNS``); existing event ids are left untouched.
+
+        Returns the number of new events stored.
+        """
+        before = self.count()
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), _CHUNK):
+                conn.execute(self._insert_ignore(), list(rows[start : start + _CHUNK]))
+        return self.count() - before
+
+    def _insert_ignore(self) -> sa.Insert:
+        name = self.engine.dialect.name
+        if name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        elif name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            return events_table.insert().prefix_with("IGNORE")  # MySQL/MariaDB
+        return insert(events_table).on_conflict_do_nothing(index_elements=[S.EVENT_ID])
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(events_table)).scalar_one()
+
+    def read_interval(self, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
+        """Events ingested in ``[start, end)``, in a deterministic order."""
+        import pandas as pd
+
+        query = (
+            sa.select(events_table)
+            .where(events_table.c[S.INGESTED_AT] >= utc_naive(start))
+            .where(events_table.c[S.INGESTED_AT] < utc_naive(end))
+            .order_by(events_table.c[S.INGESTED_AT], events_table.c[S.EVENT_ID])
+        )
+        with self.engine.connect() as conn:
+            frame = pd.DataFrame(
+                conn.execute(query).mappings().all(), columns=list(S.EVENT_COLUMNS)
+            )
+        return frame
+
+    def history(self, user_id: str, limit: int = 200) -> list[str]:
+        """The user's most recent item ids, oldest first (for serving; no pandas)."""
+        c = events_table.c
+        query = (
+            sa.select(c[S.ITEM_ID])
+            .where(c[S.USER_ID] == user_id, c[S.ITEM_ID].is_not(None))
+            .where(c[S.EVENT_TYPE].in_(S.EVENT_TYPES))
+            .order_by(c[S.EVENT_TIME].desc(), c[S.EVENT_ID].desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            items = [row[0] for row in conn.execute(query)]
+        return items[::-1]
+
+    def bounds(self) -> tuple[dt.datetime, dt.datetime] | None:
+        """First and last ``ingested_at`` in the store, or None when empty."""
+        c = events_table.c[S.INGESTED_AT]
+        with self.engine.connect() as conn:
+            lo, hi = conn.execute(sa.select(sa.func.min(c), sa.func.max(c))).one()
+        return None if lo is None else (lo, hi)
+
+
+def event_id_for(user: Any, item: Any, event_type: Any, event_time: Any) -> str:
+    """Deterministic id for events that come without one, so re-imports are idempotent."""
+    key = "\x1f".join(str(v) for v in (user, item, event_type, event_time))
+    return "h-" + hashlib.sha1(key.encode()).hexdigest()[:20]
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    """ISO-8601 text (UTC when no offset) or Unix seconds -> naive UTC; None if unparseable."""
+    if value is None or value != value:  # None or NaN
+        return None
+    if isinstance(value, dt.datetime):
+        return utc_naive(value)
+    if isinstance(value, int | float):
+        return dt.datetime.fromtimestamp(float(value), dt.UTC).replace(tzinfo=None)
+    text = str(value).strip()
+    try:
+        return dt.datetime.fromtimestamp(float(text), dt.UTC).replace(tzinfo=None)
+    except ValueError:
+        pass
+    try:
+        return utc_naive(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
+    except ValueError:
+        return None
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value != value:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def prepare_rows(
+    records: Iterable[dict[str, Any]],
+    default_event_type: str = "view",
+    now: dt.datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Turn records in the documented schema into store rows.
+
+    ``ingested_at`` defaults to the event time (replaying history), or ``now`` when the time is
+    unparseable; such rows are stored as received and stopped later by the validation gate.
+    """
+    now = utc_naive(now or dt.datetime.now(dt.UTC))
+    rows = []
+    for rec in records:
+        raw_time = rec.get(S.EVENT_TIME)
+        parsed = _parse_time(raw_time)
+        event_type = _text(rec.get(S.EVENT_TYPE)) or default_event_type
+        user, item = _text(rec.get(S.USER_ID)), _text(rec.get(S.ITEM_ID))
+        event_time = parsed.isoformat() if parsed else _text(raw_time)
+        ingested = _parse_time(rec.get(S.INGESTED_AT)) or parsed or now
+        value = rec.get(S.VALUE)
+        rows.append(
+            {
+                S.EVENT_ID: _text(rec.get(S.EVENT_ID))
+                or event_id_for(user, item, event_type, event_time),
+                S.USER_ID: user,
+                S.ITEM_ID: item,
+                S.EVENT_TYPE: event_type,
+                S.EVENT_TIME: event_time,
+                S.INGESTED_AT: ingested,
+                S.VALUE: None if value is None or value != value else float(value),
+            }
+        )
+    return rows
+
+
+def read_event_file(path: str | Path) -> pd.DataFrame:
+    """Read a CSV, Parquet or JSON-lines file in the documented schema (checked for columns)."""
+    import pandas as pd
+
+    path = Path(path)
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    readers = {
+        ".csv": lambda p: pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""]),
+        ".parquet": pd.read_parquet,
+        ".jsonl": lambda p: pd.read_json(p, lines=True, dtype=False),
+        ".json": lambda p: pd.read_json(p, lines=True, dtype=False),
+    }
+    if suffix not in readers:
+        raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .parquet or .jsonl")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    frame = readers[suffix](path)
+    missing = [c for c in S.REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{path}: missing required column(s) {', '.join(missing)}; "
+            f"expected the event schema {', '.join(S.EVENT_COLUMNS)}"
+        )
+    return frame
+
+
+def import_frame(store: EventStore, frame: pd.DataFrame, default_event_type: str = "view") -> dict:
+    """Load a frame in the event schema into the store. Returns counts for the CLI summary."""
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    rows = prepare_rows(records, default_event_type=default_event_type)
+    inserted = store.append(rows)
+    times = [r[S.INGESTED_AT] for r in rows]
+    return {
+        "read": len(rows),
+        "inserted": inserted,
+        "duplicates": len(rows) - inserted,
+        "first_ingested_at": min(times).isoformat() if times else None,
+        "last_ingested_at": max(times).isoformat() if times else None,
+        "total_in_store": store.count(),
+    }

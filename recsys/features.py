@@ -1,0 +1,139 @@
+"""Features: per-user, time-ordered item sequences and a stable item index that only grows.
+
+A snapshot is built for a data interval from every validated raw partition that ends by the end of
+that interval, so it holds exactly the data that was known then. Items get an index the first time
+they are seen and keep it forever: a model trained last week can still be read today.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from recsys import schema as S
+from recsys.config import Settings
+from recsys.lake import EVENTS, Interval, Lake, read_json, write_json, write_parquet
+from recsys.validate import EVENT_TS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+INTERACTIONS = "interactions.parquet"
+MANIFEST = "manifest.json"
+
+
+def extend_item_index(index: list[str], interactions: pd.DataFrame) -> list[str]:
+    """Append unseen items by first appearance (time, then id); old positions never move."""
+    known = set(index)
+    first_seen = (
+        interactions[~interactions[S.ITEM_ID].isin(known)]
+        .groupby(S.ITEM_ID, sort=False)[EVENT_TS]
+        .min()
+        .reset_index()
+        .sort_values([EVENT_TS, S.ITEM_ID], kind="stable")
+    )
+    return index + first_seen[S.ITEM_ID].tolist()
+
+
+def build_interactions(events: pd.DataFrame, index: list[str]) -> pd.DataFrame:
+    """Interest events mapped to item indices (1-based; 0 is padding), ordered per user by time."""
+    position = {item: i + 1 for i, item in enumerate(index)}
+    frame = events[events[S.EVENT_TYPE].isin(S.EVENT_TYPES)]
+    out = frame[[S.USER_ID, S.ITEM_ID, EVENT_TS, S.INGESTED_AT, S.EVENT_ID]].copy()
+    out[S.ITEM_IDX] = out[S.ITEM_ID].map(position).astype("int64")
+    return out.sort_values([S.USER_ID, EVENT_TS, S.EVENT_ID], kind="stable").reset_index(drop=True)
+
+
+def to_sequences(interactions: pd.DataFrame) -> tuple[list[str], list[list[int]]]:
+    """(users, sequences): one time-ordered list of item indices per user, users sorted by id."""
+    grouped = interactions.groupby(S.USER_ID, sort=True)[S.ITEM_IDX].agg(list)
+    return grouped.index.tolist(), [list(map(int, s)) for s in grouped.tolist()]
+
+
+@dataclass
+class FeatureSet:
+    """One loaded snapshot: what training and evaluation read."""
+
+    manifest: dict[str, Any]
+    item_ids: list[str]  # item_ids[i - 1] is the id of item index i
+    interactions: pd.DataFrame
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def sequences(self, since: dt.datetime | None = None) -> tuple[list[str], list[list[int]]]:
+        """All users' sequences, or only those of users with events ingested after ``since``."""
+        frame = self.interactions
+        if since is not None:
+            active = frame.loc[frame[S.INGESTED_AT] >= since, S.USER_ID].unique()
+            frame = frame[frame[S.USER_ID].isin(active)]
+        return to_sequences(frame)
+
+
+def run(settings: Settings, interval: Interval) -> dict[str, Any]:
+    """Build the features snapshot as of the end of ``interval`` from validated partitions."""
+    import pandas as pd
+
+    lake = Lake(settings.lake_root)
+    parts = [iv for iv in lake.partitions("raw") if iv.end <= interval.end]
+    frames = [pd.read_parquet(lake.partition("raw", iv) / EVENTS) for iv in parts]
+    events = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if events.empty:
+        raise ValueError(
+            f"no validated events up to {interval.end}; nothing to build features from"
+        )
+    events = events.drop_duplicates(S.EVENT_ID, keep="first")
+    with lake.lock("item_index"):
+        index = extend_item_index(read_json(lake.item_index_path, []), events)
+        write_json(index, lake.item_index_path)
+    interactions = build_interactions(events, index)
+    snap = lake.snapshot(interval)
+    write_parquet(interactions, snap / INTERACTIONS)
+    n_items = int(interactions[S.ITEM_IDX].max())
+    manifest = {
+        "interval": interval.as_dict(),
+        "path": str(snap),
+        "partitions": [iv.id for iv in parts],
+        "n_events": len(interactions),
+        "n_users": int(interactions[S.USER_ID].nunique()),
+        "n_items": n_items,
+        "item_ids": index[:n_items],
+        "last_ingested_at": str(interactions[S.INGESTED_AT].max()),
+    }
+    write_json(manifest, snap / MANIFEST)
+    with lake.lock("latest"):
+        latest = read_json(lake.latest_path)
+        if latest is None or latest["interval"]["end"] <= interval.as_dict()["end"]:
+            write_json(manifest, lake.latest_path)
+    log.info(
+        "features %s: %d events, %d users, %d items",
+        interval.id,
+        len(interactions),
+        manifest["n_users"],
+        n_items,
+    )
+    return {k: v for k, v in manifest.items() if k != "item_ids"}
+
+
+def load(settings: Settings, interval_id: str | None = None) -> FeatureSet:
+    """Load a snapshot (the latest by default)."""
+    import pandas as pd
+
+    lake = Lake(settings.lake_root)
+    if interval_id is None:
+        latest = read_json(lake.latest_path)
+        if latest is None:
+            raise FileNotFoundError(
+                f"no features under {lake.root}; run `recsys ingest` or the recsys_ingest DAG first"
+            )
+        interval_id = latest["interval"]["id"]
+    snap = lake.snapshot(Interval.from_id(interval_id))
+    manifest = read_json(snap / MANIFEST)
+    if manifest is None:
+        raise FileNotFoundError(f"no features snapshot {interval_id} at {snap}")
+    return FeatureSet(manifest, manifest["item_ids"], pd.read_parquet(snap / INTERACTIONS))

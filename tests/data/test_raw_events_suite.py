@@ -1,0 +1,116 @@
+"""The raw-events Great Expectations suite on fixture partitions, good and bad, and the gate
+that moves a partition to raw/ or quarantine/."""
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from recsys import collect, events, validate
+from recsys.lake import EVENTS, REPORT, Interval, Lake
+
+DAY = Interval.parse("2024-01-01", "2024-01-02")
+
+
+def _params(interval=DAY):
+    return {
+        "interval_start": pd.Timestamp(interval.start, tz="UTC"),
+        "interval_end": pd.Timestamp(interval.end, tz="UTC"),
+    }
+
+
+def _partition(records):
+    frame = collect.normalise(pd.DataFrame(events.prepare_rows(records)))
+    return validate.parse_event_times(frame)
+
+
+GOOD = [
+    {"user_id": f"u{i}", "item_id": f"i{i}", "event_time": f"2024-01-01T0{i}:00:00"}
+    for i in range(5)
+]
+
+
+def test_good_partition_passes():
+    report = validate.validate_frame(_partition(GOOD), validate.load_suite("raw_events"), _params())
+    assert report.success, report.failures
+    assert report.statistics["evaluated_expectations"] >= 10
+
+
+@pytest.mark.parametrize(
+    "bad,expectation,column",
+    [
+        ({"user_id": None}, "expect_column_values_to_not_be_null", "user_id"),
+        ({"item_id": None}, "expect_column_values_to_not_be_null", "item_id"),
+        (
+            {"event_time": "not a time", "ingested_at": "2024-01-01T05:00:00"},
+            "expect_column_values_to_not_be_null",
+            "event_ts",
+        ),
+        ({"event_type": "teleport"}, "expect_column_values_to_be_in_set", "event_type"),
+        (
+            {"event_time": "2024-01-03T00:00:00", "ingested_at": "2024-01-01T05:00:00"},
+            "expect_column_values_to_be_between",
+            "event_ts",
+        ),
+        ({"user_id": "x" * 200}, "expect_column_value_lengths_to_be_between", "user_id"),
+    ],
+)
+def test_bad_rows_fail_the_suite(bad, expectation, column):
+    rows = GOOD + [{**GOOD[0], "event_id": "bad-1", **bad}]
+    report = validate.validate_frame(_partition(rows), validate.load_suite("raw_events"), _params())
+    assert not report.success
+    assert any(f["expectation"] == expectation and f["column"] == column for f in report.failures)
+
+
+def test_duplicate_event_ids_fail_the_suite():
+    frame = _partition(GOOD)
+    frame = pd.concat([frame, frame.iloc[:1]], ignore_index=True)
+    report = validate.validate_frame(frame, validate.load_suite("raw_events"), _params())
+    assert any(f["expectation"] == "expect_column_values_to_be_unique" for f in report.failures)
+
+
+def _store(settings, records):
+    store = events.EventStore(settings.event_store_url)
+    store.append(events.prepare_rows(records))
+    return store
+
+
+def test_failing_partition_is_quarantined_with_rows_and_report(settings):
+    bad = [
+        {"user_id": None, "item_id": "i", "event_time": "2024-01-01T03:00:00", "event_id": "n"},
+        {
+            "user_id": "u",
+            "item_id": "i",
+            "event_time": "garbage",
+            "event_id": "g",
+            "ingested_at": "2024-01-01T04:00:00",
+        },
+    ]
+    store = _store(settings, GOOD + bad)
+    collect.run(settings, DAY)
+    result = validate.run(settings, DAY)
+    lake = Lake(settings.lake_root)
+    assert not result["success"]
+    kept = pd.read_parquet(lake.partition("quarantine", DAY) / EVENTS)
+    assert len(kept) == len(GOOD) + 2 and {"n", "g"} <= set(kept["event_id"])
+    assert (lake.partition("quarantine", DAY) / REPORT).exists()
+    assert not (lake.partition("raw", DAY) / EVENTS).exists()
+    assert store.count() == len(GOOD) + 2  # nothing lost from the event store
+
+
+def test_rerunning_an_interval_rewrites_an_identical_partition(settings):
+    _store(settings, GOOD)
+    lake = Lake(settings.lake_root)
+    contents = []
+    for _ in range(2):
+        collect.run(settings, DAY)
+        assert validate.run(settings, DAY)["success"]
+        contents.append((lake.partition("raw", DAY) / EVENTS).read_bytes())
+    assert contents[0] == contents[1]
+    assert lake.partitions("raw") == [DAY]
+    assert len(pd.read_parquet(lake.partition("raw", DAY) / EVENTS)) == len(GOOD)
+
+
+def test_validate_without_collect_says_what_to_do(settings):
+    with pytest.raises(FileNotFoundError, match="collect first"):
+        validate.run(settings, Interval(dt.datetime(2020, 1, 1), dt.datetime(2020, 1, 2)))

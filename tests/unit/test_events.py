@@ -1,0 +1,115 @@
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from recsys import events, movielens
+from recsys import schema as S
+
+
+def test_prepare_rows_normalises_times_and_replays_ingestion():
+    rows = events.prepare_rows(
+        [
+            {"user_id": 7, "item_id": 3.0, "event_time": 874724710, "value": 4},
+            {"user_id": "u", "item_id": "i", "event_time": "2024-01-01T01:00:00+01:00"},
+        ]
+    )
+    assert rows[0][S.USER_ID] == "7" and rows[0][S.ITEM_ID] == "3"
+    assert rows[0][S.EVENT_TIME] == "1997-09-20T03:05:10"
+    assert rows[0][S.INGESTED_AT] == dt.datetime(1997, 9, 20, 3, 5, 10)
+    assert rows[1][S.EVENT_TIME] == "2024-01-01T00:00:00"
+    assert rows[0][S.EVENT_ID] != rows[1][S.EVENT_ID]
+
+
+def test_unparseable_time_is_kept_verbatim_and_ingested_now():
+    now = dt.datetime(2024, 5, 1, 12)
+    (row,) = events.prepare_rows([{"user_id": "u", "item_id": "i", "event_time": "soon"}], now=now)
+    assert row[S.EVENT_TIME] == "soon"
+    assert row[S.INGESTED_AT] == now
+
+
+def test_append_is_idempotent_on_event_id(tmp_path):
+    store = events.EventStore(f"sqlite:///{tmp_path / 'e.db'}")
+    rows = events.prepare_rows(
+        [{"user_id": "u", "item_id": str(i), "event_time": i} for i in range(5)]
+    )
+    assert store.append(rows) == 5
+    assert store.append(rows) == 0
+    assert store.count() == 5
+
+
+def test_read_interval_is_keyed_on_ingestion_time(tmp_path):
+    store = events.EventStore(f"sqlite:///{tmp_path / 'e.db'}")
+    late = {
+        "user_id": "u",
+        "item_id": "late",
+        "event_time": "2024-01-01T00:00:00",
+        "ingested_at": "2024-01-03T10:00:00",
+    }
+    on_time = {"user_id": "u", "item_id": "a", "event_time": "2024-01-03T09:00:00"}
+    store.append(events.prepare_rows([late, on_time]))
+    frame = store.read_interval(dt.datetime(2024, 1, 3), dt.datetime(2024, 1, 4))
+    assert sorted(frame[S.ITEM_ID]) == ["a", "late"]
+    assert store.read_interval(dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 2)).empty
+
+
+def test_history_is_time_ordered_and_limited(tmp_path):
+    store = events.EventStore(f"sqlite:///{tmp_path / 'e.db'}")
+    store.append(
+        events.prepare_rows(
+            [{"user_id": "u", "item_id": f"i{t}", "event_time": 1000 + t} for t in (3, 1, 2)]
+        )
+    )
+    assert store.history("u") == ["i1", "i2", "i3"]
+    assert store.history("u", limit=2) == ["i2", "i3"]
+    assert store.history("nobody") == []
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+def test_read_event_file_formats(tmp_path, suffix):
+    frame = pd.DataFrame(
+        {"user_id": ["1"], "item_id": ["2"], "event_time": ["2024-01-01T00:00:00"]}
+    )
+    path = tmp_path / f"e{suffix}"
+    {
+        ".csv": lambda: frame.to_csv(path, index=False),
+        ".parquet": lambda: frame.to_parquet(path),
+        ".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
+    }[suffix]()
+    read = events.read_event_file(path)
+    assert read[S.USER_ID].astype(str).tolist() == ["1"]
+
+
+def test_read_event_file_names_missing_columns(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("user,item\n1,2\n")
+    with pytest.raises(ValueError, match="missing required column.*user_id, item_id, event_time"):
+        events.read_event_file(path)
+
+
+def test_read_event_file_rejects_unknown_type(tmp_path):
+    with pytest.raises(ValueError, match="unsupported file type"):
+        events.read_event_file(tmp_path / "x.xlsx")
+
+
+def test_import_frame_counts(tmp_path):
+    store = events.EventStore(f"sqlite:///{tmp_path / 'e.db'}")
+    frame = pd.DataFrame(
+        {"user_id": ["1", "1"], "item_id": ["2", "3"], "event_time": ["2024-01-01", "2024-01-02"]}
+    )
+    first = events.import_frame(store, frame)
+    again = events.import_frame(store, frame)
+    assert (first["inserted"], again["inserted"], again["duplicates"]) == (2, 0, 2)
+
+
+def test_movielens_inter_and_udata_parse_to_the_same_events():
+    inter = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n196\t242\t3\t881250949\n"
+    udata = "196\t242\t3\t881250949\n"
+    a, b = movielens.read_inter(inter), movielens.read_udata(udata)
+    assert a == b
+    assert a[0][S.EVENT_ID] == "ml100k-196-242-881250949" and a[0][S.VALUE] == 3.0
+
+
+def test_movielens_rejects_a_foreign_header():
+    with pytest.raises(ValueError, match="unexpected .inter header"):
+        movielens.read_inter("a\tb\tc\td\n1\t2\t3\t4\n")
