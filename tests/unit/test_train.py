@@ -1,0 +1,135 @@
+"""Training on a tiny synthetic sequential dataset: it learns, warm-starts and is reproducible."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.config import ModelConfig, TrainConfig
+from recsys.evaluate import evaluate_model, evaluate_popularity, leave_last_out
+from recsys.model import build_model, score_contexts
+from recsys.train import build_windows, init_model, train
+
+N_ITEMS = 60
+MODEL = ModelConfig(max_len=20, d_model=32, n_layers=1, n_heads=2, dropout=0.1)
+TRAIN = TrainConfig(epochs=30, batch_size=64, lr=5e-3, eval_every=5, patience=3, seed=0)
+
+
+def walks(n_users: int, n_items: int, seed: int) -> list[list[int]]:
+    """Each user walks item -> item + 1 or + 2 (mod n), with 10% random jumps."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_users):
+        cur = int(rng.integers(1, n_items + 1))
+        seq = [cur]
+        for _ in range(int(rng.integers(15, 31)) - 1):
+            if rng.random() < 0.1:
+                cur = int(rng.integers(1, n_items + 1))
+            else:
+                cur = (cur - 1 + int(rng.integers(1, 3))) % n_items + 1
+            seq.append(cur)
+        out.append(seq)
+    return out
+
+
+@pytest.fixture(scope="module")
+def split():
+    return leave_last_out(walks(200, N_ITEMS, seed=1))
+
+
+@pytest.fixture(scope="module")
+def trained(split):
+    return train(split, N_ITEMS, MODEL, TRAIN)
+
+
+def test_build_windows_cover_every_target_once():
+    got = build_windows([[1, 2, 3, 4, 5, 6], [7, 8], [9]], max_len=3)
+    assert got.tolist() == [[3, 4, 5, 6], [0, 1, 2, 3], [0, 0, 7, 8]]
+
+
+def test_loss_drops_and_model_beats_popularity(trained, split):
+    assert trained.losses[-1] < 0.8 * trained.losses[0]
+    model = build_model(trained.checkpoint)
+    got = evaluate_model(model, split, N_ITEMS, k=10, on="test")
+    pop = evaluate_popularity(split, N_ITEMS, k=10, on="test")
+    assert got["n_users"] == pop["n_users"] == 200
+    assert got["ndcg_at_10"] > pop["ndcg_at_10"] + 0.2
+
+
+def test_selection_is_on_validation(trained):
+    checks = {row["epoch"]: row["ndcg_at_10"] for row in trained.history}
+    assert trained.best_epoch in checks
+    assert trained.best_valid["ndcg_at_10"] == max(checks.values())
+    assert all("test" not in key for row in trained.history for key in row)
+    ckpt = trained.checkpoint
+    assert ckpt.optimizer_state is not None and ckpt.train_config["lr"] == TRAIN.lr
+    assert trained.tokens_per_s > 0 and trained.seconds > 0
+
+
+def test_returned_checkpoint_is_the_best_state(trained, split):
+    model = build_model(trained.checkpoint)
+    again = evaluate_model(model, split, N_ITEMS, on="valid")
+    assert again["ndcg_at_10"] == pytest.approx(trained.best_valid["ndcg_at_10"])
+
+
+def test_training_is_deterministic(split):
+    cfg = dataclasses.replace(TRAIN, epochs=3, eval_every=1)
+    a = train(split, N_ITEMS, MODEL, cfg)
+    b = train(split, N_ITEMS, MODEL, cfg)
+    c = train(split, N_ITEMS, MODEL, dataclasses.replace(cfg, seed=1))
+    assert a.losses == b.losses
+    assert a.losses != c.losses
+    for key, value in a.checkpoint.model_state.items():
+        assert torch.equal(value, b.checkpoint.model_state[key]), key
+
+
+def test_incremental_warm_starts_and_grows_the_catalogue(trained):
+    ckpt = trained.checkpoint
+    grown = N_ITEMS + 10
+    # Before any training step the warm-started model scores old items exactly like the init.
+    ignored = dataclasses.replace(MODEL, d_model=8, n_layers=3)
+    start = init_model(grown, ignored, init=ckpt)
+    assert start.cfg == ckpt.model_config and start.n_items == grown
+    contexts = [[1, 2, 3], [10, 11, 12, 13], []]
+    before = score_contexts(build_model(ckpt), contexts, grown)
+    after = score_contexts(start, contexts, grown)
+    np.testing.assert_array_equal(after[:, : N_ITEMS + 1], before[:, : N_ITEMS + 1])
+    assert np.isneginf(before[:, N_ITEMS + 1 :]).all() and np.isfinite(after[:, 1:]).all()
+
+    # Fine-tune on new walks over the larger catalogue.
+    new_split = leave_last_out(walks(120, grown, seed=2))
+    result = train(new_split, grown, ignored, TrainConfig.finetune(lr=3e-3, epochs=6, seed=0),
+                   init=ckpt)  # fmt: skip
+    assert result.checkpoint.n_items == grown
+    assert result.checkpoint.model_config == ckpt.model_config
+    assert result.losses[-1] < result.losses[0]
+    # AdamW moments are carried over (padded for the new rows) with the fine-tune's learning rate.
+    old_state, new_state = ckpt.optimizer_state, result.checkpoint.optimizer_state
+    assert new_state["state"][0]["step"] > old_state["state"][0]["step"]
+    assert new_state["state"][0]["exp_avg"].shape == (grown + 1, MODEL.d_model)
+    assert {group["lr"] for group in new_state["param_groups"]} == {3e-3}
+    tuned = build_model(result.checkpoint)
+    got = evaluate_model(tuned, new_split, grown, on="test")
+    pop = evaluate_popularity(new_split, grown, on="test")
+    assert got["ndcg_at_10"] > pop["ndcg_at_10"] + 0.1
+
+
+def test_incremental_without_init_is_an_error(split):
+    with pytest.raises(ValueError, match="init"):
+        train(split, N_ITEMS, MODEL, TrainConfig.finetune())
+
+
+def test_time_budget_stops_training(split):
+    result = train(split, N_ITEMS, MODEL, dataclasses.replace(TRAIN, max_seconds=0.0))
+    assert len(result.losses) == 1
+    assert [row["epoch"] for row in result.history] == [1]
+    assert result.checkpoint.model_state  # a checked, usable state is still returned
+
+
+def test_train_leaves_the_global_rng_alone(split):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(split, N_ITEMS, MODEL, dataclasses.replace(TRAIN, epochs=1))
+    assert torch.equal(torch.rand(3), expected)
