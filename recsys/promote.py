@@ -1,0 +1,101 @@
+"""Promotion: move ``champion`` to the challenger only when it beats the champion.
+
+Both models are scored on the same evaluation data: the challenger's features snapshot, leave-last-
+out test items, full ranking. The decision and its reason are written on the model version (tags and
+description) and on the challenger's MLflow run.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recsys.config import CHAMPION, PipelineConfig, PromotionPolicy, Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def decide(
+    challenger: dict[str, float], champion: dict[str, float] | None, policy: PromotionPolicy
+) -> Decision:
+    """Pure promotion rule on metrics computed on the same data."""
+    metric = policy.metric
+    if metric not in challenger:
+        raise KeyError(f"challenger has no {metric!r} metric; evaluate it first")
+    new = challenger[metric]
+    if champion is None:
+        return Decision(True, f"no champion yet; challenger {metric}={new:.4f}")
+    old = champion[metric]
+    if new > old + policy.margin:
+        return Decision(
+            True, f"{metric} {new:.4f} beats champion's {old:.4f} (margin {policy.margin})"
+        )
+    return Decision(
+        False, f"{metric} {new:.4f} does not beat champion's {old:.4f} (margin {policy.margin})"
+    )
+
+
+def run(settings: Settings, version: str, cfg: PipelineConfig | None = None) -> dict[str, Any]:
+    """Compare model ``version`` with the champion and move the alias if it wins."""
+    from recsys import features
+    from recsys.model import Checkpoint
+    from recsys.pipeline import TAG_FEATURES, _evaluate, _split
+    from recsys.registry import Registry
+
+    cfg = cfg or PipelineConfig()
+    reg = Registry(settings)
+    challenger = reg.version(version)
+    run = reg.run(challenger.run_id)
+    metric = cfg.promotion.metric
+    chal_metrics = {
+        k.removeprefix("test."): v for k, v in run.data.metrics.items() if k.startswith("test.")
+    }
+    champion = reg.alias(CHAMPION)
+    champ_metrics: dict[str, float] | None = None
+    if champion is not None and str(champion.version) == str(version):
+        return {"version": str(version), "promoted": False, "reason": "already champion"}
+    if champion is not None:
+        fs = features.load(settings, challenger.tags[TAG_FEATURES])
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = Checkpoint.load(reg.version_checkpoint(champion.version, Path(tmp)))
+        champ_metrics = _evaluate(ckpt, _split(fs, cfg), fs.n_items, cfg.eval.k)
+    decision = decide(chal_metrics, champ_metrics, cfg.promotion)
+    if decision.promote:
+        reg.set_alias(CHAMPION, version)
+    verdict = "promoted" if decision.promote else "rejected"
+    champ_version = str(champion.version) if champion else ""
+    tags = {
+        "promotion.decision": verdict,
+        "promotion.reason": decision.reason,
+        "promotion.compared_with": champ_version,
+        "promotion.metric": metric,
+    }
+    if champ_metrics is not None:
+        tags["promotion.champion_value"] = f"{champ_metrics[metric]:.4f}"
+    description = (
+        f"**{verdict}** against champion "
+        f"{'v' + champ_version if champ_version else '(none)'}: {decision.reason}"
+    )
+    reg.tag_version(version, tags, description=description)
+    reg.log(
+        challenger.run_id,
+        tags=tags,
+        metrics={f"champion.{k}": v for k, v in (champ_metrics or {}).items()},
+    )
+    log.info("version %s %s: %s", version, verdict, decision.reason)
+    return {
+        "version": version,
+        "promoted": decision.promote,
+        "reason": decision.reason,
+        "champion_before": champ_version or None,
+        "champion": version if decision.promote else champ_version or None,
+    }

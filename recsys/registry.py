@@ -1,0 +1,148 @@
+"""The one module that talks to MLflow: runs, checkpoints, model versions and aliases.
+
+Models are registered as versions of one registered model (``recsys``); the ``champion`` alias is
+what serving loads, ``challenger`` marks the newest candidate. Aliases, not stages (MLflow 3).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from recsys.config import Settings
+from recsys.model import Checkpoint
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_NAME = "model"
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+
+
+@dataclass
+class Registry:
+    settings: Settings
+
+    def __post_init__(self) -> None:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        mlflow.set_tracking_uri(self.settings.tracking_uri)
+        mlflow.set_registry_uri(self.settings.tracking_uri)
+        self.client = MlflowClient(self.settings.tracking_uri, self.settings.tracking_uri)
+        self.name = self.settings.registered_model
+
+    # -- runs ---------------------------------------------------------------------------------
+    def experiment_id(self) -> str:
+        exp = self.client.get_experiment_by_name(self.settings.experiment)
+        if exp is not None:
+            return exp.experiment_id
+        return self.client.create_experiment(
+            self.settings.experiment, artifact_location=self.settings.artifact_root
+        )
+
+    def create_run(self, run_name: str, tags: dict[str, str]) -> str:
+        return self.client.create_run(
+            self.experiment_id(), run_name=run_name, tags=tags
+        ).info.run_id
+
+    def log(
+        self,
+        run_id: str,
+        metrics: dict[str, float] | None = None,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, Any] | None = None,
+        step: int = 0,
+    ) -> None:
+        import time
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
+            params=[Param(k, str(v)[:6000]) for k, v in (params or {}).items()],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+        )
+
+    def log_dict(self, run_id: str, obj: dict, artifact_file: str) -> None:
+        self.client.log_dict(run_id, obj, artifact_file)
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
+
+    def run(self, run_id: str) -> Any:
+        return self.client.get_run(run_id)
+
+    def log_checkpoint(self, run_id: str, ckpt: Checkpoint) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / CHECKPOINT_FILE
+            ckpt.save(path)
+            self.client.log_artifact(run_id, str(path), CHECKPOINT_DIR)
+
+    def run_checkpoint(self, run_id: str, dst: Path) -> Path:
+        """Download the run's checkpoint into ``dst`` and return its path."""
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path=f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}",
+                dst_path=str(dst),
+            )
+        )
+
+    # -- model versions and aliases -------------------------------------------------------------
+    def register(self, run_id: str, ckpt_path: Path, tags: dict[str, Any]) -> ModelVersion:
+        """Log the checkpoint as a pyfunc model of ``run_id`` and register it as a new version."""
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_NAME,
+                python_model=str(PYFUNC_CODE),
+                artifacts={"checkpoint": str(ckpt_path)},
+                pip_requirements=["torch==2.13.0", "numpy", "pandas"],
+                registered_model_name=self.name,
+            )
+        version = str(info.registered_model_version)
+        self.tag_version(version, tags)
+        return self.client.get_model_version(self.name, version)
+
+    def version(self, version: str) -> ModelVersion:
+        return self.client.get_model_version(self.name, version)
+
+    def versions(self) -> list[ModelVersion]:
+        found = self.client.search_model_versions(f"name = '{self.name}'")
+        # Search results carry no aliases: read each version whole.
+        return [self.version(str(v)) for v in sorted(int(v.version) for v in found)]
+
+    def alias(self, alias: str) -> ModelVersion | None:
+        """The version holding ``alias``, or None if the alias (or the model) does not exist."""
+        try:
+            return self.client.get_model_version_by_alias(self.name, alias)
+        except MlflowException:
+            return None
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(self.name, alias, version)
+
+    def tag_version(self, version: str, tags: dict[str, Any], description: str | None = None):
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.name, version, key, str(value))
+        if description is not None:
+            self.client.update_model_version(self.name, version, description=description)
+
+    def version_checkpoint(self, version: str, dst: Path) -> Path:
+        """Download the checkpoint inside the registered model's artifacts."""
+        root = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{self.name}/{version}", dst_path=str(dst)
+        )
+        found = sorted(Path(root).rglob(CHECKPOINT_FILE))
+        if not found:
+            raise FileNotFoundError(f"model version {version} holds no {CHECKPOINT_FILE}")
+        return found[0]
