@@ -1,0 +1,144 @@
+"""Airflow tasks, shared by the DAG files in ``dags/``.
+
+Each task builds ``Settings`` from the environment, calls one library function and returns a small
+dict (ids and paths, never data) through XCom. Heavy libraries are imported inside the task bodies:
+importing this module costs only ``airflow.sdk``, which the DAG files import anyway.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import Param, get_current_context, task
+
+TRAINING_TAGS = ("dag_id", "run_id", "logical_date")
+
+
+def _settings() -> Any:
+    from recsys.config import Settings
+
+    return Settings.from_env()
+
+
+def _skip(reason: str) -> None:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    raise AirflowSkipException(reason)
+
+
+def _interval() -> Any:
+    """The run's data interval; refuse runs that have none (a manual trigger without a date)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from recsys.lake import Interval
+
+    ctx = get_current_context()
+    start, end = ctx.get("data_interval_start"), ctx.get("data_interval_end")
+    if start is None or end is None or start == end:
+        raise AirflowFailException(
+            "this run has no data interval, so there is no partition to collect; trigger "
+            "recsys_ingest with a logical date or use `airflow backfill create`"
+        )
+    return Interval.parse(start, end)
+
+
+def _run_context() -> dict[str, str]:
+    ctx = get_current_context()
+    dag_run = ctx["dag_run"]
+    return {
+        "dag_id": dag_run.dag_id,
+        "run_id": dag_run.run_id,
+        "logical_date": str(ctx.get("logical_date") or ""),
+    }
+
+
+@task
+def collect() -> dict[str, Any]:
+    """Copy the events ingested in this data interval from the event store into staging."""
+    from recsys import collect as stage
+
+    return stage.run(_settings(), _interval())
+
+
+@task
+def validate(collected: dict[str, Any]) -> dict[str, Any]:
+    """Gate the partition with the Great Expectations suite; quarantine it if it fails."""
+    from recsys import validate as stage
+
+    result = stage.run(_settings(), _interval())
+    if not result["success"]:
+        _skip(
+            f"partition {result['interval']} QUARANTINED ({result['summary']}); rows kept at "
+            f"{result['path']}, report at {result['report']}. Downstream work stops here."
+        )
+    return result
+
+
+@task
+def build_features(validated: dict[str, Any]) -> dict[str, Any]:
+    """Rebuild per-user sequences and grow the item index; publishes the features Asset."""
+    from recsys import features as stage
+
+    if validated["rows"] == 0:
+        _skip(f"no events were ingested in {validated['interval']}: features are unchanged")
+    return stage.run(_settings(), _interval())
+
+
+@task
+def train(mode: str) -> dict[str, Any]:
+    """Train a model (full or incremental) and log it as an MLflow run."""
+    import dataclasses
+
+    from recsys import pipeline
+    from recsys.config import PipelineConfig
+
+    cfg = PipelineConfig()
+    epochs = get_current_context()["params"].get("epochs")
+    if epochs:  # a manual trigger may shorten or lengthen training
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=int(epochs)))
+    result = pipeline.train(_settings(), mode=mode, cfg=cfg, context=_run_context())
+    if result.get("skipped"):
+        _skip(result["reason"])
+    return result
+
+
+@task
+def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
+    """Full-ranking HR@10 / NDCG@10 of the model and of the popularity baseline."""
+    from recsys import pipeline
+
+    return pipeline.evaluate(_settings(), trained["run_id"])
+
+
+@task
+def register(evaluated: dict[str, Any]) -> dict[str, Any]:
+    """Register the model as a new version with alias ``challenger``."""
+    from recsys import pipeline
+
+    return pipeline.register(_settings(), evaluated["run_id"])
+
+
+@task
+def promote(registered: dict[str, Any]) -> dict[str, Any]:
+    """Move ``champion`` to the challenger only if it beats the champion on the same data."""
+    from recsys import promote as stage
+
+    return stage.run(_settings(), registered["version"])
+
+
+def training_params() -> dict[str, Param]:
+    """Params a manual trigger of a training DAG may set (validated by Airflow)."""
+    return {
+        "epochs": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=10_000,
+            description="Maximum training epochs (default: the TrainConfig preset of the mode).",
+        )
+    }
+
+
+def release(mode: str) -> Any:
+    """train -> evaluate -> register -> promote, the chain both training DAGs run."""
+    return promote(register(evaluate(train(mode))))

@@ -1,0 +1,105 @@
+"""End to end through `dag.test()`: ingest -> full retrain -> incremental fine-tune, and the
+quarantine path. (`dag.test()` returns a failed run instead of raising: assert on its state.)"""
+
+import datetime as dt
+
+import pandas as pd
+import pendulum
+import pytest
+
+from recsys import events, synthetic
+from recsys.lake import EVENTS, Interval, Lake
+
+pytestmark = pytest.mark.slow
+
+START = dt.datetime(2024, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.models.dagbag import DagBag
+
+    return DagBag()
+
+
+def _states(run):
+    return {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def _ingest(dagbag, day: int):
+    """Run recsys_ingest for the interval [START + day, START + day + 1)."""
+    run = dagbag.dags["recsys_ingest"].test(
+        logical_date=pendulum.instance(START + dt.timedelta(days=day + 1), tz="UTC")
+    )
+    assert Interval.parse(run.data_interval_start, run.data_interval_end) == Interval(
+        START + dt.timedelta(days=day), START + dt.timedelta(days=day + 1)
+    )
+    return run
+
+
+def test_ingest_retrain_finetune_loop(airflow_db, settings, dagbag):
+    from recsys.config import CHAMPION
+    from recsys.registry import Registry
+
+    store = events.EventStore(settings.event_store_url)
+    store.append(events.prepare_rows(synthetic.generate(n_users=120, n_items=80, days=5)))
+    for day in range(4):
+        run = _ingest(dagbag, day)
+        assert run.state == "success"
+        assert set(_states(run).values()) == {"success"}
+    assert len(Lake(settings.lake_root).partitions("raw")) == 4
+
+    run = dagbag.dags["recsys_full_retrain"].test(run_conf={"epochs": 15})
+    assert run.state == "success", _states(run)
+    reg = Registry(settings)
+    champion = reg.alias(CHAMPION)
+    assert champion is not None and champion.tags["promotion.decision"] == "promoted"
+    assert float(champion.tags["test.ndcg_at_10"]) > 0
+
+    run = dagbag.dags["recsys_incremental_finetune"].test()
+    assert run.state == "success"
+    assert _states(run)["train"] == "skipped"  # no data newer than the champion's yet
+
+    assert _ingest(dagbag, 4).state == "success"
+    run = dagbag.dags["recsys_incremental_finetune"].test()
+    assert run.state == "success" and set(_states(run).values()) == {"success"}, _states(run)
+    versions = reg.versions()
+    assert len(versions) == 2
+    finetuned = versions[-1]
+    assert finetuned.tags["recsys.mode"] == "incremental"
+    assert finetuned.tags["recsys.parent_version"] == str(champion.version)
+    assert finetuned.tags["promotion.decision"] in {"promoted", "rejected"}
+    assert "challenger" in reg.version(finetuned.version).aliases
+
+
+def test_bad_partition_is_quarantined_and_stops_downstream(airflow_db, settings, dagbag):
+    store = events.EventStore(settings.event_store_url)
+    good = synthetic.generate(n_users=20, n_items=30, days=1)
+    bad = [
+        {
+            "event_id": "no-user",
+            "user_id": None,
+            "item_id": "i1",
+            "event_time": "2024-01-01T10:00:00",
+        },
+        {
+            "event_id": "bad-time",
+            "user_id": "u1",
+            "item_id": "i1",
+            "event_time": "31/02/2024 25:61",
+            "ingested_at": "2024-01-01T11:00:00",
+        },
+    ]
+    store.append(events.prepare_rows(good + bad))
+    before = store.count()
+
+    run = _ingest(dagbag, 0)
+    states = _states(run)
+    assert states["collect"] == "success"
+    assert states["validate"] == "skipped" and states["build_features"] == "skipped"
+    lake = Lake(settings.lake_root)
+    assert lake.partitions("raw") == [] and len(lake.partitions("quarantine")) == 1
+    kept = pd.read_parquet(lake.partition("quarantine", lake.partitions("quarantine")[0]) / EVENTS)
+    assert len(kept) == before and {"no-user", "bad-time"} <= set(kept["event_id"])
+    assert store.count() == before
+    assert not lake.latest_path.exists()  # no features were built from bad data
