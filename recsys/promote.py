@@ -52,6 +52,7 @@ def run(settings: Settings, version: str, cfg: PipelineConfig | None = None) -> 
     from recsys.registry import Registry
 
     cfg = cfg or PipelineConfig()
+    version = str(version)
     reg = Registry(settings)
     challenger = reg.version(version)
     run = reg.run(challenger.run_id)
@@ -61,8 +62,8 @@ def run(settings: Settings, version: str, cfg: PipelineConfig | None = None) -> 
     }
     champion = reg.alias(CHAMPION)
     champ_metrics: dict[str, float] | None = None
-    if champion is not None and str(champion.version) == str(version):
-        return {"version": str(version), "promoted": False, "reason": "already champion"}
+    if champion is not None and str(champion.version) == version:
+        return {"version": version, "promoted": False, "reason": "already champion"}
     if champion is not None:
         fs = features.load(settings, challenger.tags[TAG_FEATURES])
         with tempfile.TemporaryDirectory() as tmp:
