@@ -1,0 +1,269 @@
+"""``recsys``: one command line for people, DAG tasks, the Makefile and docker alike.
+
+Every command prints a short summary, or JSON with ``--json``. Heavy libraries are imported by the
+command that needs them, so ``recsys --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from recsys.config import CHALLENGER, CHAMPION, Settings
+
+
+def _print(result: Any, as_json: bool, lines: list[str] | None = None) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print("\n".join(lines) if lines else "\n".join(f"{k}: {v}" for k, v in result.items()))
+
+
+def cmd_events_import(args: argparse.Namespace, settings: Settings) -> None:
+    from recsys import events
+
+    store = events.EventStore(settings.event_store_url)
+    if args.movielens_100k is not None:
+        from recsys import movielens
+
+        path = Path(args.movielens_100k) if args.movielens_100k else None
+        records = movielens.load_ml100k(path, settings.home / "downloads")
+        import pandas as pd
+
+        result = events.import_frame(store, pd.DataFrame.from_records(records), "rating")
+        result["source"] = "MovieLens-100K"
+    else:
+        frame = events.read_event_file(args.file)
+        result = events.import_frame(store, frame, args.event_type)
+        result["source"] = str(args.file)
+    result["store"] = settings.event_store_url
+    _print(
+        result,
+        args.json,
+        [
+            f"imported {result['inserted']} new events from {result['source']} "
+            f"({result['duplicates']} already present); {result['total_in_store']} in the store",
+            f"ingested_at spans {result['first_ingested_at']} .. {result['last_ingested_at']}",
+        ],
+    )
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> None:
+    from recsys import collect, features, validate
+    from recsys.lake import Interval
+
+    interval = Interval.parse(args.start, args.end)
+    collected = collect.run(settings, interval)
+    checked = validate.run(settings, interval)
+    result: dict[str, Any] = {"collected": collected, "validation": checked}
+    lines = [
+        f"collected {collected['rows']} events for {interval.id}",
+        f"validation: {checked['summary']}",
+    ]
+    if not checked["success"]:
+        lines.append(f"QUARANTINED: rows at {checked['path']}, report at {checked['report']}")
+    elif collected["rows"]:
+        result["features"] = features.run(settings, interval)
+        f = result["features"]
+        lines.append(
+            f"features: {f['n_events']} events, {f['n_users']} users, {f['n_items']} items"
+        )
+    _print(result, args.json, lines)
+    if not checked["success"]:
+        sys.exit(3)
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> None:
+    import dataclasses
+
+    from recsys import pipeline
+    from recsys.config import PipelineConfig
+
+    cfg = PipelineConfig()
+    if args.epochs is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=args.epochs))
+    trained = pipeline.train(settings, mode=args.mode, cfg=cfg)
+    if trained.get("skipped"):
+        _print(trained, args.json, [f"skipped: {trained['reason']}"])
+        return
+    evaluated = pipeline.evaluate(settings, trained["run_id"], cfg)
+    registered = pipeline.register(settings, trained["run_id"])
+    result = {**trained, **evaluated, **registered}
+    _print(
+        result,
+        args.json,
+        [
+            f"{args.mode} model: run {trained['run_id']}, version {registered['version']} "
+            f"(alias {CHALLENGER})",
+            f"test NDCG@10 {evaluated['test.ndcg_at_10']:.4f}  "
+            f"HR@10 {evaluated['test.hr_at_10']:.4f}  "
+            f"(popularity {evaluated['popularity.ndcg_at_10']:.4f} / "
+            f"{evaluated['popularity.hr_at_10']:.4f})",
+            "next: `recsys promote` to compare it with the champion",
+        ],
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> None:
+    from recsys import pipeline
+    from recsys.registry import Registry
+
+    run_id = args.run_id or Registry(settings).version(args.version).run_id
+    _print(pipeline.evaluate(settings, run_id), args.json)
+
+
+def cmd_promote(args: argparse.Namespace, settings: Settings) -> None:
+    from recsys import promote
+    from recsys.registry import Registry
+
+    version = args.version
+    if version is None:
+        challenger = Registry(settings).alias(CHALLENGER)
+        if challenger is None:
+            sys.exit("no model version has alias 'challenger'; train one with `recsys train`")
+        version = challenger.version
+    result = promote.run(settings, version)
+    verdict = "PROMOTED" if result["promoted"] else "not promoted"
+    _print(result, args.json, [f"version {version} {verdict}: {result['reason']}"])
+
+
+def registry_state(settings: Settings) -> list[dict[str, Any]]:
+    from recsys.registry import Registry
+
+    reg = Registry(settings)
+    rows = []
+    for v in reg.versions():
+        rows.append(
+            {
+                "version": v.version,
+                "aliases": list(v.aliases),
+                "mode": v.tags.get("recsys.mode", ""),
+                "parent": v.tags.get("recsys.parent_version", ""),
+                "ndcg_at_10": v.tags.get("test.ndcg_at_10", ""),
+                "hr_at_10": v.tags.get("test.hr_at_10", ""),
+                "popularity_ndcg_at_10": v.tags.get("popularity.ndcg_at_10", ""),
+                "decision": v.tags.get("promotion.decision", ""),
+                "features": v.tags.get("recsys.features_interval", ""),
+            }
+        )
+    return rows
+
+
+def format_registry(rows: list[dict[str, Any]]) -> list[str]:
+    head = (
+        f"{'version':>7}  {'aliases':<20} {'mode':<11} {'parent':>6}  {'NDCG@10':>7}  "
+        f"{'HR@10':>6}  {'popularity NDCG@10':>18}  {'decision':<9} features"
+    )
+    lines = [head]
+    for r in rows:
+        lines.append(
+            f"{r['version']:>7}  {','.join(r['aliases']):<20} {r['mode']:<11} {r['parent']:>6}  "
+            f"{r['ndcg_at_10']:>7}  {r['hr_at_10']:>6}  {r['popularity_ndcg_at_10']:>18}  "
+            f"{r['decision']:<9} {r['features']}"
+        )
+    return lines
+
+
+def cmd_registry(args: argparse.Namespace, settings: Settings) -> None:
+    rows = registry_state(settings)
+    _print(rows, args.json, format_registry(rows) if rows else ["no model versions yet"])
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    from recsys.serve import serve
+
+    serve(settings, host=args.host, port=args.port, poll=args.poll_seconds)
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
+    from recsys import demo
+
+    demo.run(
+        settings,
+        reset=args.reset,
+        weeks=args.weeks,
+        days=args.days,
+        api_port=args.port,
+        airflow_port=args.airflow_port,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recsys", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Any, help_: str, parent: Any = sub) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_, description=help_)
+        p.add_argument("--json", action="store_true", help="print JSON for scripts")
+        p.set_defaults(func=func)
+        return p
+
+    events = sub.add_parser("events", help="the event store").add_subparsers(
+        dest="sub", required=True
+    )
+    p = add("import", cmd_events_import, "load events into the event store (idempotent)", events)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--movielens-100k",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="MovieLens-100K from the recbole==1.2.1 wheel (downloaded with pip), "
+        "or from a given .whl/.inter/u.data file",
+    )
+    src.add_argument(
+        "--file", type=Path, help="a .csv, .parquet or .jsonl file in the event schema"
+    )
+    p.add_argument("--event-type", default="view", help="event type for rows that have none")
+
+    p = add("ingest", cmd_ingest, "collect, validate and build features for one interval")
+    p.add_argument("--start", required=True, help="interval start (ISO-8601, UTC)")
+    p.add_argument("--end", required=True, help="interval end, exclusive (ISO-8601, UTC)")
+
+    p = add("train", cmd_train, "train, evaluate and register a model (alias challenger)")
+    p.add_argument("--mode", choices=["full", "incremental"], default="full")
+    p.add_argument("--epochs", type=int, help="override the number of epochs")
+
+    p = add("evaluate", cmd_evaluate, "evaluate a run or model version on its features")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--run-id")
+    who.add_argument("--version")
+
+    p = add("promote", cmd_promote, f"promote a version to {CHAMPION} if it beats the champion")
+    p.add_argument("--version", help=f"model version (default: the {CHALLENGER})")
+
+    add("registry", cmd_registry, "list model versions, aliases, metrics and decisions")
+
+    p = add("serve", cmd_serve, f"serve recommendations from the {CHAMPION} model over HTTP")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--poll-seconds", type=float, default=10.0, help="registry polling interval")
+
+    p = add("demo", cmd_demo, "run the whole loop on MovieLens-100K through the Airflow scheduler")
+    p.add_argument("--reset", action="store_true", help="delete a previous demo's state first")
+    p.add_argument("--weeks", type=int, default=6, help="weeks of MovieLens for the first backfill")
+    p.add_argument("--days", type=int, default=3, help="days backfilled after the first champion")
+    p.add_argument("--port", type=int, default=8000, help="port of the recommendation API")
+    p.add_argument("--airflow-port", type=int, default=8080, help="port of the Airflow api-server")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        args.func(args, Settings.from_env())
+    except (ValueError, FileNotFoundError) as err:
+        sys.exit(f"recsys {args.command}: error: {err}")
+
+
+if __name__ == "__main__":
+    main()
