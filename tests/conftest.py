@@ -48,3 +48,30 @@ def airflow_db() -> str:
     airflow = Path(sys.executable).parent / "airflow"
     subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True)
     return _airflow_home
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A fresh database on the PostgreSQL at RECSYS_TEST_PG (default 127.0.0.1:5432, user postgres).
+
+    Skips with the reason when none is reachable, except under CI=true, where it fails: the
+    production path must be tested there.
+    """
+    import uuid
+
+    import sqlalchemy as sa
+
+    base = os.environ.get("RECSYS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
+    try:
+        admin = sa.create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            name = f"recsys_test_{uuid.uuid4().hex[:12]}"
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except Exception as err:  # no server, no driver, no permission: say which
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"PostgreSQL not reachable at {base} ({type(err).__name__}: {err})")
+    yield f"{base}/{name}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
