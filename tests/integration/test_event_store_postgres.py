@@ -18,6 +18,11 @@ def test_event_store_on_postgres(postgres_url):
     expected = [r for r in rows if r["ingested_at"] < dt.datetime(2024, 1, 2)]
     assert sorted(day["event_id"]) == sorted(r["event_id"] for r in expected)
     history = store.history("u1", limit=1000)
-    assert history == [r["item_id"] for r in sorted(
-        (r for r in rows if r["user_id"] == "u1"), key=lambda r: (r["event_time"], r["event_id"]))]
+    assert history == [
+        r["item_id"]
+        for r in sorted(
+            (r for r in rows if r["user_id"] == "u1"),
+            key=lambda r: (r["event_time"], r["event_id"]),
+        )
+    ]
     store.engine.dispose()
