@@ -182,14 +182,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     from recsys import demo
 
-    demo.run(
-        settings,
-        reset=args.reset,
+    plan = demo.Plan(
+        synthetic=args.synthetic,
         weeks=args.weeks,
         days=args.days,
         api_port=args.port,
         airflow_port=args.airflow_port,
     )
+    demo.run(settings, plan, reset=args.reset)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", cmd_demo, "run the whole loop on MovieLens-100K through the Airflow scheduler")
     p.add_argument("--reset", action="store_true", help="delete a previous demo's state first")
+    p.add_argument(
+        "--synthetic", action="store_true", help="a small synthetic stream instead of MovieLens"
+    )
     p.add_argument("--weeks", type=int, default=6, help="weeks of MovieLens for the first backfill")
     p.add_argument("--days", type=int, default=3, help="days backfilled after the first champion")
     p.add_argument("--port", type=int, default=8000, help="port of the recommendation API")

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from recsys.config import ENV_ARTIFACTS, ENV_EVENT_STORE, ENV_HOME, ENV_LAKE, EN
 log = logging.getLogger(__name__)
 
 MOVIELENS_START = date(1997, 9, 20)
+SYNTHETIC_START = date(2024, 1, 1)
 DAGS = ("recsys_ingest", "recsys_full_retrain", "recsys_incremental_finetune")
 MARKER = ".recsys-demo"
 ENV_DAGS_FOLDER = "RECSYS_DAGS_FOLDER"
@@ -268,51 +270,75 @@ def _backfill(
     )
 
 
-def run(
-    settings: Settings,
-    reset: bool = False,
-    weeks: int = 4,
-    days: int = 3,
-    api_port: int = 8000,
-    airflow_port: int = 8080,
-) -> None:
+@dataclass(frozen=True)
+class Plan:
+    """What the demo replays: MovieLens-100K (default) or a small synthetic stream (for tests)."""
+
+    synthetic: bool = False
+    weeks: int = 6  # backfilled before the first full retrain
+    days: int = 3  # backfilled after it, one fine-tune trigger per run
+    api_port: int = 8000
+    airflow_port: int = 8080
+
+    @property
+    def start(self) -> date:
+        return SYNTHETIC_START if self.synthetic else MOVIELENS_START
+
+
+def run(settings: Settings, plan: Plan, reset: bool = False) -> None:
     t0 = time.time()
-    for port in (api_port, airflow_port):
+    for port in (plan.api_port, plan.airflow_port):
         if not _port_free(port):
             raise ValueError(f"port {port} is in use; pick another with --port/--airflow-port")
+    if plan.weeks < 1 or plan.days < 1:
+        raise ValueError("--weeks and --days must be at least 1")
     _prepare_home(settings, reset)
-    env = airflow_env(settings, airflow_port)
+    env = airflow_env(settings, plan.airflow_port)
     services = Services(env, settings.home / "logs")
     try:
-        _loop(settings, env, services, t0, weeks, days, api_port, airflow_port)
+        _loop(settings, env, services, t0, plan)
     finally:
         services.stop()
         _say(t0, "stopped every process the demo started")
 
 
-def _loop(
-    settings: Settings,
-    env: dict[str, str],
-    services: Services,
-    t0: float,
-    weeks: int,
-    days: int,
-    api_port: int,
-    airflow_port: int,
-) -> None:
-    from recsys.cli import format_registry, registry_state
+def _import_events(settings: Settings, env: dict[str, str], plan: Plan) -> str:
+    """Load the demo's events through the same CLI a user would use; returns its summary."""
+    if plan.synthetic:
+        import pandas as pd
 
-    _say(t0, f"state folder: {settings.home}")
+        from recsys import synthetic
+
+        start = dt.datetime.combine(plan.start, dt.time())
+        records = synthetic.generate(
+            n_users=150, n_items=100, start=start, days=7 * plan.weeks + plan.days
+        )
+        path = settings.home / "downloads" / "synthetic.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(records).to_json(path, orient="records", lines=True)
+        source = ["--file", str(path)]
+    else:
+        source = ["--movielens-100k"]
     done = subprocess.run(
-        [_bin("recsys"), "events", "import", "--movielens-100k"],
+        [_bin("recsys"), "events", "import", *source],
         env=env,
         capture_output=True,
         text=True,
         check=False,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"MovieLens import failed: {done.stderr[-1000:]}")
-    _say(t0, done.stdout.strip().splitlines()[0])
+        raise RuntimeError(f"importing the demo's events failed: {done.stderr[-1000:]}")
+    return done.stdout.strip().splitlines()[0]
+
+
+def _loop(
+    settings: Settings, env: dict[str, str], services: Services, t0: float, plan: Plan
+) -> None:
+    from recsys.cli import format_registry, registry_state
+
+    api_port, airflow_port = plan.api_port, plan.airflow_port
+    _say(t0, f"state folder: {settings.home}")
+    _say(t0, _import_events(settings, env, plan))
 
     _airflow(env, "db", "migrate")
     _airflow(env, "dags", "reserialize")
@@ -338,13 +364,13 @@ def _loop(
     db = AirflowDB(settings.home / "airflow")
     _airflow(env, "dags", "unpause", "recsys_ingest")
 
-    first_end = MOVIELENS_START + timedelta(days=7 * weeks - 1)
+    first_end = plan.start + timedelta(days=7 * plan.weeks - 1)
     _say(
         t0,
-        f"airflow backfill create --dag-id recsys_ingest --from-date {MOVIELENS_START} "
+        f"airflow backfill create --dag-id recsys_ingest --from-date {plan.start} "
         f"--to-date {first_end}",
     )
-    _backfill(env, db, services, MOVIELENS_START, first_end, max_active_runs=2, timeout=420)
+    _backfill(env, db, services, plan.start, first_end, max_active_runs=2, timeout=420)
     _say(t0, f"recsys_ingest: {_summarise_runs(db, 'recsys_ingest')}")
 
     _say(t0, "unpausing recsys_full_retrain: the scheduler starts its weekly full retrain")
@@ -355,7 +381,7 @@ def _loop(
     _airflow(env, "dags", "unpause", "recsys_incremental_finetune")
 
     second_start = first_end + timedelta(days=1)
-    second_end = first_end + timedelta(days=days)
+    second_end = first_end + timedelta(days=plan.days)
     _say(
         t0,
         f"airflow backfill create --dag-id recsys_ingest --from-date {second_start} "
@@ -378,7 +404,7 @@ def _loop(
         120,
         services,
     )
-    user = "1"
+    user = "u1" if plan.synthetic else "1"
     recs = _get(f"{api}/recommendations/{user}?k=10")
     print(f"\nGET {api}/recommendations/{user}?k=10  (model version {recs['model_version']})")
     print("  " + ", ".join(r["item_id"] for r in recs["items"]))
