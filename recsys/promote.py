@@ -33,15 +33,13 @@ def decide(
         raise KeyError(f"challenger has no {metric!r} metric; evaluate it first")
     new = challenger[metric]
     if champion is None:
-        return Decision(True, f"no champion yet; challenger {metric}={new:.4f}")
+        return Decision(True, f"no champion yet; challenger {metric} {new:.5f}")
     old = champion[metric]
+    delta = f"{new - old:+.5f}, margin {policy.margin}"
+    change = f"{metric} {new:.5f} vs champion's {old:.5f} ({delta})"
     if new > old + policy.margin:
-        return Decision(
-            True, f"{metric} {new:.4f} beats champion's {old:.4f} (margin {policy.margin})"
-        )
-    return Decision(
-        False, f"{metric} {new:.4f} does not beat champion's {old:.4f} (margin {policy.margin})"
-    )
+        return Decision(True, f"beats the champion: {change}")
+    return Decision(False, f"does not beat the champion: {change}")
 
 
 def run(settings: Settings, version: str, cfg: PipelineConfig | None = None) -> dict[str, Any]:

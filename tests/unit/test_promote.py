@@ -22,7 +22,8 @@ def test_no_champion_promotes():
 def test_challenger_must_beat_champion_by_the_margin(new, old, margin, expected):
     decision = decide({"ndcg_at_10": new}, {"ndcg_at_10": old}, PromotionPolicy(margin=margin))
     assert decision.promote is expected
-    assert f"{new:.4f}" in decision.reason and f"{old:.4f}" in decision.reason
+    assert f"{new:.5f} vs champion's {old:.5f} ({new - old:+.5f}" in decision.reason
+    assert decision.reason.startswith("beats" if expected else "does not beat")
 
 
 def test_missing_metric_is_an_error():
