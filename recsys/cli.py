@@ -78,14 +78,12 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> None:
-    import dataclasses
-
     from recsys import pipeline
     from recsys.config import PipelineConfig
 
     cfg = PipelineConfig()
     if args.epochs is not None:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=args.epochs))
+        cfg = cfg.with_epochs(args.mode, args.epochs)
     trained = pipeline.train(settings, mode=args.mode, cfg=cfg)
     if trained.get("skipped"):
         _print(trained, args.json, [f"skipped: {trained['reason']}"])

@@ -108,9 +108,21 @@ class PromotionPolicy:
 @dataclass(frozen=True)
 class PipelineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # full retrain
+    finetune: TrainConfig = field(default_factory=TrainConfig.finetune)  # incremental
     eval: EvalConfig = field(default_factory=EvalConfig)
     promotion: PromotionPolicy = field(default_factory=PromotionPolicy)
+
+    def training(self, mode: str) -> TrainConfig:
+        """The training preset of a mode: ``train`` (full) or ``finetune`` (incremental)."""
+        if mode not in ("full", "incremental"):
+            raise ValueError(f"mode must be 'full' or 'incremental', not {mode!r}")
+        return self.train if mode == "full" else self.finetune
+
+    def with_epochs(self, mode: str, epochs: int) -> PipelineConfig:
+        """A copy whose preset for ``mode`` trains for at most ``epochs`` epochs."""
+        preset = dataclasses.replace(self.training(mode), epochs=epochs)
+        return dataclasses.replace(self, **{"train" if mode == "full" else "finetune": preset})
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -87,15 +87,13 @@ def build_features(validated: dict[str, Any]) -> dict[str, Any]:
 @task
 def train(mode: str) -> dict[str, Any]:
     """Train a model (full or incremental) and log it as an MLflow run."""
-    import dataclasses
-
     from recsys import pipeline
     from recsys.config import PipelineConfig
 
     cfg = PipelineConfig()
     epochs = get_current_context()["params"].get("epochs")
     if epochs:  # a manual trigger may shorten or lengthen training
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=int(epochs)))
+        cfg = cfg.with_epochs(mode, int(epochs))
     result = pipeline.train(_settings(), mode=mode, cfg=cfg, context=_run_context())
     if result.get("skipped"):
         _skip(result["reason"])

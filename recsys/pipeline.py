@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from recsys.config import CHALLENGER, CHAMPION, PipelineConfig, Settings, TrainConfig, to_dict
+from recsys.config import CHALLENGER, CHAMPION, PipelineConfig, Settings, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,7 @@ def train(
     from recsys.registry import Registry
 
     cfg = cfg or PipelineConfig()
-    if mode not in ("full", "incremental"):
-        raise ValueError(f"mode must be 'full' or 'incremental', not {mode!r}")
+    train_cfg = cfg.training(mode)
     reg = Registry(settings)
     champion = reg.alias(CHAMPION) if mode == "incremental" else None
     if mode == "incremental" and champion is None:
@@ -68,7 +67,6 @@ def train(
     fs = features.load(settings)
     interval_id = fs.manifest["interval"]["id"]
     init, parent, since = None, None, None
-    train_cfg = cfg.train if mode == "full" else TrainConfig.finetune(seed=cfg.train.seed)
     from recsys import train as T  # torch: only once we know there is work to do
     from recsys.model import Checkpoint
 
@@ -96,7 +94,7 @@ def train(
     run_id = reg.create_run(f"{mode}-{interval_id}", tags)
     params = {
         **to_dict(cfg),
-        **{f"train.{k}": v for k, v in to_dict(train_cfg).items()},
+        "mode": mode,
         "data.interval_start": fs.manifest["interval"]["start"],
         "data.interval_end": fs.manifest["interval"]["end"],
         "data.n_train_sequences": len(split.train),
@@ -123,7 +121,7 @@ def train(
         run_id,
         {
             "config": to_dict(cfg),
-            "train": to_dict(train_cfg),
+            "mode": mode,
             "features": {k: v for k, v in fs.manifest.items() if k != "item_ids"},
         },
         "config.json",
