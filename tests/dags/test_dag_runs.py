@@ -17,7 +17,7 @@ START = dt.datetime(2024, 1, 1)
 
 @pytest.fixture(scope="module")
 def dagbag():
-    from airflow.models.dagbag import DagBag
+    from airflow.dag_processing.dagbag import DagBag
 
     return DagBag()
 

@@ -15,7 +15,7 @@ DAG_FILES = sorted(DAGS.glob("*.py"))
 
 @pytest.fixture(scope="module")
 def dagbag():
-    from airflow.models.dagbag import DagBag
+    from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(str(DAGS))
 
