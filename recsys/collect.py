@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from recsys import schema as S
 from recsys.config import Settings
 from recsys.events import EventStore
-from recsys.lake import EVENTS, Interval, Lake, write_parquet
+from recsys.lake import EVENTS, Interval, Lake, publish
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,11 +28,33 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values([S.INGESTED_AT, S.EVENT_ID], kind="stable").reset_index(drop=True)
 
 
+def drop_duplicate_ids(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Keep the first row of each event id (frames are ordered by ingestion time)."""
+    keep = ~frame[S.EVENT_ID].duplicated(keep="first") | frame[S.EVENT_ID].isna()
+    return frame[keep].reset_index(drop=True), int((~keep).sum())
+
+
 def run(settings: Settings, interval: Interval) -> dict:
     """Collect ``interval`` into ``staging/``; re-running it rewrites the same partition."""
-    frame = normalise(
-        EventStore(settings.event_store_url).read_interval(interval.start, interval.end)
+    store = EventStore(settings.event_store_url)
+    frame, duplicates = drop_duplicate_ids(
+        normalise(store.read_interval(interval.start, interval.end))
     )
-    path = write_parquet(frame, Lake(settings.lake_root).partition("staging", interval) / EVENTS)
-    log.info("collected %d events ingested in %s into %s", len(frame), interval.id, path)
-    return {"interval": interval.id, "rows": len(frame), "path": str(path)}
+    directory = Lake(settings.lake_root).partition("staging", interval)
+    manifest = publish(
+        frame, directory, {"interval": interval.as_dict(), "duplicates_dropped": duplicates}
+    )
+    log.info(
+        "collected %d events ingested in %s into %s (%d duplicate ids dropped)",
+        len(frame),
+        interval.id,
+        directory,
+        duplicates,
+    )
+    return {
+        "interval": interval.id,
+        "rows": len(frame),
+        "path": str(directory / EVENTS),
+        "sha256": manifest["sha256"],
+        "duplicates_dropped": duplicates,
+    }

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from recsys import schema as S
 from recsys.config import Settings
-from recsys.lake import EVENTS, Interval, Lake, read_json, write_json, write_parquet
+from recsys.lake import REPORT, Interval, Lake, file_sha256, read_json, write_json, write_parquet
 from recsys.validate import EVENT_TS
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def run(settings: Settings, interval: Interval) -> dict[str, Any]:
 
     lake = Lake(settings.lake_root)
     parts = [iv for iv in lake.partitions("raw") if iv.end <= interval.end]
-    frames = [pd.read_parquet(lake.partition("raw", iv) / EVENTS) for iv in parts]
+    frames = [lake.read_events("raw", iv) for iv in parts]  # each checked against its hash
     events = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if events.empty:
         raise ValueError(
@@ -98,7 +98,8 @@ def run(settings: Settings, interval: Interval) -> dict[str, Any]:
     manifest = {
         "interval": interval.as_dict(),
         "path": str(snap),
-        "partitions": [iv.id for iv in parts],
+        "version": file_sha256(snap / INTERACTIONS),  # content hash: same data, same version
+        "partitions": [_lineage(lake, iv) for iv in parts],
         "n_events": len(interactions),
         "n_users": int(interactions[S.USER_ID].nunique()),
         "n_items": n_items,
@@ -118,6 +119,19 @@ def run(settings: Settings, interval: Interval) -> dict[str, Any]:
         n_items,
     )
     return {k: v for k, v in manifest.items() if k != "item_ids"}
+
+
+def _lineage(lake: Lake, interval: Interval) -> dict[str, Any]:
+    """What a snapshot records of each raw partition it was built from."""
+    manifest = lake.manifest("raw", interval) or {}
+    validation = manifest.get("validation", {})
+    return {
+        "interval": interval.id,
+        "rows": manifest.get("rows"),
+        "sha256": manifest.get("sha256"),
+        "validation": {k: validation.get(k) for k in ("success", "summary", "statistics")},
+        "report": str(lake.partition("raw", interval) / REPORT),
+    }
 
 
 def load(settings: Settings, interval_id: str | None = None) -> FeatureSet:

@@ -5,12 +5,15 @@ Layout under the lake root::
     staging/events/<interval>/events.parquet        collected, not yet validated
     raw/events/<interval>/events.parquet            validated: the only input of features
     quarantine/events/<interval>/events.parquet     failed validation, kept with validation.json
+    quarantine/released/<interval>-<time>/          a quarantined copy after its release (kept)
     features/snapshots/<interval>/                  interactions.parquet, manifest.json
     features/item_index.json                        the stable item index (it only grows)
     features/latest.json                            manifest of the newest snapshot
 
 ``<interval>`` is ``YYYYmmddTHHMMSSZ--YYYYmmddTHHMMSSZ`` (data interval start and end, UTC), so
-partitions sort by time and re-running an interval rewrites the same files.
+partitions sort by time and re-running an interval rewrites the same files. Every events partition
+has a ``manifest.json`` (row count, sha256 of the Parquet file), written last: it marks the
+partition complete, and readers check the hash.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -84,7 +88,27 @@ class Lake:
         base = self.root / zone / "events"
         if not base.exists():
             return []
-        return sorted(Interval.from_id(p.name) for p in base.iterdir() if (p / EVENTS).exists())
+        return sorted(Interval.from_id(p.name) for p in base.iterdir() if (p / MANIFEST).exists())
+
+    def manifest(self, zone: str, interval: Interval) -> dict[str, Any] | None:
+        """The partition's manifest, or None if it was never completely written."""
+        return read_json(self.partition(zone, interval) / MANIFEST)
+
+    def read_events(self, zone: str, interval: Interval) -> pd.DataFrame:
+        """A published partition's rows, checked against the content hash in its manifest."""
+        import pandas as pd
+
+        directory = self.partition(zone, interval)
+        manifest = read_json(directory / MANIFEST)
+        if manifest is None:
+            raise FileNotFoundError(f"no complete {zone} partition {interval.id} at {directory}")
+        digest = file_sha256(directory / EVENTS)
+        if digest != manifest["sha256"]:
+            raise CorruptPartitionError(
+                f"{directory / EVENTS} does not match its manifest (sha256 {digest[:12]}..., "
+                f"manifest says {manifest['sha256'][:12]}...): rewritten or damaged since published"
+            )
+        return pd.read_parquet(directory / EVENTS)
 
     def snapshot(self, interval: Interval) -> Path:
         return self.root / "features" / "snapshots" / interval.id
@@ -112,6 +136,36 @@ class Lake:
 
 EVENTS = "events.parquet"
 REPORT = "validation.json"
+MANIFEST = "manifest.json"  # written last: a partition without one was never completed
+
+
+class CorruptPartitionError(RuntimeError):
+    """A partition's bytes no longer match the content hash recorded when it was published."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def publish(frame: pd.DataFrame, directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write a partition exactly once: data to a temporary file renamed into place, then the
+    manifest (row count, content hash, ``meta``) as the completion marker. A crash before the
+    manifest leaves a partition that readers ignore and a rerun rewrites identically."""
+    (directory / MANIFEST).unlink(missing_ok=True)  # incomplete until the new manifest lands
+    write_parquet(frame, directory / EVENTS)
+    manifest = {**meta, "rows": len(frame), "sha256": file_sha256(directory / EVENTS)}
+    write_json(manifest, directory / MANIFEST)
+    return manifest
+
+
+def unpublish(directory: Path) -> None:
+    """Remove a partition's completion marker and data (the marker first)."""
+    (directory / MANIFEST).unlink(missing_ok=True)
+    (directory / EVENTS).unlink(missing_ok=True)
 
 
 def _atomic(path: Path) -> tuple[int, str]:

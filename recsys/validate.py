@@ -6,6 +6,7 @@ with its validation report beside it; its rows are kept (never deleted) and down
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from recsys import schema as S
 from recsys.config import Settings
-from recsys.lake import EVENTS, REPORT, Interval, Lake, write_json, write_parquet
+from recsys.lake import EVENTS, MANIFEST, REPORT, Interval, Lake, publish, unpublish, write_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -91,17 +92,51 @@ def validate_frame(frame: pd.DataFrame, suite: dict[str, Any], params: dict[str,
     return Report(bool(raw["success"]), failures, raw.get("statistics", {}), raw)
 
 
+def _result(interval: Interval, zone: str, manifest: dict[str, Any], lake: Lake) -> dict[str, Any]:
+    directory = lake.partition(zone, interval)
+    validation = manifest["validation"]
+    return {
+        "interval": interval.id,
+        "success": validation["success"],
+        "rows": manifest["rows"],
+        "sha256": manifest["sha256"],
+        "path": str(directory / EVENTS),
+        "report": str(directory / REPORT),
+        "summary": validation["summary"],
+        "statistics": validation["statistics"],
+    }
+
+
+def archive_quarantined(lake: Lake, interval: Interval) -> Path | None:
+    """Move a quarantined copy aside (kept, never deleted) once its interval is released."""
+    directory = lake.partition("quarantine", interval)
+    if not (directory / MANIFEST).exists():
+        return None
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = lake.root / "quarantine" / "released" / f"{interval.id}-{stamp}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    directory.rename(target)
+    return target
+
+
 def run(settings: Settings, interval: Interval) -> dict[str, Any]:
-    """Validate the staged partition of ``interval`` and move it to ``raw/`` or ``quarantine/``."""
+    """Validate the staged partition of ``interval`` and move it to ``raw/`` or ``quarantine/``.
+
+    Idempotent: a retry after the partition was already moved returns the recorded outcome.
+    """
     import pandas as pd
 
     lake = Lake(settings.lake_root)
-    staged = lake.partition("staging", interval) / EVENTS
-    if not staged.exists():
+    staged = lake.manifest("staging", interval)
+    if staged is None:
+        for zone in ("raw", "quarantine"):
+            done = lake.manifest(zone, interval)
+            if done is not None and "validation" in done:
+                return _result(interval, zone, done, lake)
         raise FileNotFoundError(
-            f"no collected partition for {interval.id} at {staged}; collect first"
+            f"no collected partition for {interval.id} under {lake.root}; collect first"
         )
-    frame = parse_event_times(pd.read_parquet(staged))
+    frame = parse_event_times(lake.read_events("staging", interval))
     params = {
         "interval_start": pd.Timestamp(interval.start, tz="UTC"),
         "interval_end": pd.Timestamp(interval.end, tz="UTC"),
@@ -109,31 +144,32 @@ def run(settings: Settings, interval: Interval) -> dict[str, Any]:
     report = validate_frame(frame, load_suite("raw_events"), params)
     zone = "raw" if report.success else "quarantine"
     target = lake.partition(zone, interval)
+    validation = {
+        "success": report.success,
+        "summary": report.summary(),
+        "statistics": report.statistics,
+        "failures": report.failures,
+        "suite": "raw_events",
+    }
     write_json(
+        {"interval": interval.as_dict(), **validation, "result": report.raw}, target / REPORT
+    )
+    manifest = publish(
+        frame,
+        target,
         {
             "interval": interval.as_dict(),
-            "success": report.success,
-            "failures": report.failures,
-            "result": report.raw,
+            "duplicates_dropped": staged.get("duplicates_dropped", 0),
+            "validation": validation,
         },
-        target / REPORT,
     )
-    write_parquet(frame, target / EVENTS)
     if report.success:
-        # A partition that now passes replaces any earlier quarantined copy's role; the copy and
-        # its report stay in quarantine/ for the record.
+        released = archive_quarantined(lake, interval)
+        if released:
+            log.info("an earlier quarantined copy of %s was kept at %s", interval.id, released)
         log.info("partition %s passed: %s", interval.id, report.summary())
     else:
-        stale = lake.partition("raw", interval) / EVENTS
-        if stale.exists():  # a re-run found bad rows: the partition may no longer be trained on
-            stale.unlink()
+        unpublish(lake.partition("raw", interval))  # a re-run found bad rows: not trainable now
         log.error("partition %s QUARANTINED at %s: %s", interval.id, target, report.summary())
-    staged.unlink()
-    return {
-        "interval": interval.id,
-        "success": report.success,
-        "rows": len(frame),
-        "path": str(target / EVENTS),
-        "report": str(target / REPORT),
-        "summary": report.summary(),
-    }
+    unpublish(lake.partition("staging", interval))
+    return _result(interval, zone, manifest, lake)
