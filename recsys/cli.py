@@ -171,6 +171,44 @@ def cmd_registry(args: argparse.Namespace, settings: Settings) -> None:
     _print(rows, args.json, format_registry(rows) if rows else ["no model versions yet"])
 
 
+def cmd_quarantine_list(args: argparse.Namespace, settings: Settings) -> None:
+    from recsys.quarantine import list_quarantined
+
+    rows = list_quarantined(settings)
+    lines = [
+        f"{r['interval']}  {r['rows']:>7} rows  {r['summary']}\n    rows: {r['path']}\n"
+        f"    report: {r['report']}"
+        for r in rows
+    ]
+    _print(rows, args.json, lines or ["no quarantined partitions"])
+
+
+def cmd_quarantine_release(args: argparse.Namespace, settings: Settings) -> None:
+    from recsys.quarantine import release
+
+    result = release(settings, args.partition)
+    if result["released"]:
+        lines = [
+            f"released {args.partition}: {result['validation']['summary']}",
+            f"features rebuilt: {', '.join(result['features_rebuilt']) or 'none (no rows)'}",
+        ]
+    else:
+        lines = [
+            f"{args.partition} still fails validation: {result['validation']['summary']}",
+            f"it stays quarantined; report at {result['validation']['report']}",
+        ]
+    _print(result, args.json, lines)
+    if not result["released"]:
+        sys.exit(3)
+
+
+def cmd_lineage(args: argparse.Namespace, settings: Settings) -> None:
+    from recsys import lineage
+
+    info = lineage.of_version(settings, args.version)
+    _print(info, args.json, lineage.format_lineage(info))
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     from recsys.serve import serve
 
@@ -236,6 +274,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", help=f"model version (default: the {CHALLENGER})")
 
     add("registry", cmd_registry, "list model versions, aliases, metrics and decisions")
+
+    quarantine = sub.add_parser("quarantine", help="partitions stopped by the validation gate")
+    quarantine = quarantine.add_subparsers(dest="sub", required=True)
+    add("list", cmd_quarantine_list, "quarantined partitions, why, and where they are", quarantine)
+    p = add(
+        "release",
+        cmd_quarantine_release,
+        "re-collect and re-validate a partition after a fix; publish it if it passes",
+        quarantine,
+    )
+    p.add_argument("partition", help="partition id, as `recsys quarantine list` prints it")
+
+    p = add("lineage", cmd_lineage, "which data made a model version (partitions and hashes)")
+    p.add_argument("version", help=f"a version number or an alias such as {CHAMPION}")
 
     p = add("serve", cmd_serve, f"serve recommendations from the {CHAMPION} model over HTTP")
     p.add_argument("--host", default="127.0.0.1")

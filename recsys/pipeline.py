@@ -23,6 +23,27 @@ TAG_FEATURES = "recsys.features_interval"
 TAG_DATA_END = "recsys.data_last_ingested_at"
 TAG_PARENT = "recsys.parent_version"
 TAG_RUN = "recsys.run_id"
+TAG_FEATURES_VERSION = "recsys.features_version"
+LINEAGE_FILE = "lineage.json"
+
+
+def lineage_record(fs: Any, mode: str, parent: str | None) -> dict[str, Any]:
+    """What a run was trained and evaluated on: the snapshot and every partition in it."""
+    manifest = fs.manifest
+    return {
+        "mode": mode,
+        "parent_version": parent,
+        "features": {
+            "interval": manifest["interval"],
+            "version": manifest.get("version"),
+            "path": manifest["path"],
+            "n_events": manifest["n_events"],
+            "n_users": manifest["n_users"],
+            "n_items": manifest["n_items"],
+        },
+        "evaluated_on": "the same snapshot: leave-last-out test items (last event per user)",
+        "partitions": manifest["partitions"],
+    }
 
 
 def _evaluate(ckpt: Any, split: Any, n_items: int, k: int) -> dict[str, float]:
@@ -89,6 +110,7 @@ def train(
         TAG_FEATURES: interval_id,
         TAG_DATA_END: fs.manifest["last_ingested_at"],
         TAG_PARENT: parent or "",
+        TAG_FEATURES_VERSION: fs.manifest.get("version", ""),
         **{f"airflow.{k}": v for k, v in (context or {}).items()},
     }
     run_id = reg.create_run(f"{mode}-{interval_id}", tags)
@@ -100,6 +122,10 @@ def train(
         "data.n_train_sequences": len(split.train),
         "data.n_items": fs.n_items,
         "data.partitions": len(fs.manifest["partitions"]),
+        "data.features_version": fs.manifest.get("version", ""),
+        "data.all_partitions_validated": all(
+            p.get("validation", {}).get("success") for p in fs.manifest["partitions"]
+        ),
     }
     reg.log(run_id, params=params)
     for step, row in enumerate(result.history):
@@ -126,6 +152,7 @@ def train(
         },
         "config.json",
     )
+    reg.log_dict(run_id, lineage_record(fs, mode, parent), LINEAGE_FILE)
     reg.log_checkpoint(run_id, ckpt)
     log.info("trained %s model in run %s (best epoch %s)", mode, run_id, result.best_epoch)
     return {"run_id": run_id, "mode": mode, "features": interval_id, "parent_version": parent}
@@ -165,7 +192,7 @@ def register(settings: Settings, run_id: str) -> dict[str, Any]:
     run = reg.run(run_id)
     tags = {
         key: run.data.tags.get(key, "")
-        for key in (TAG_MODE, TAG_FEATURES, TAG_DATA_END, TAG_PARENT)
+        for key in (TAG_MODE, TAG_FEATURES, TAG_FEATURES_VERSION, TAG_DATA_END, TAG_PARENT)
     }
     tags[TAG_RUN] = run_id
     tags.update(

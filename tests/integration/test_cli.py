@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from recsys import synthetic
+from recsys.lake import Interval, Lake, read_json
 
 pytestmark = pytest.mark.slow
 
@@ -82,6 +83,19 @@ def test_import_ingest_train_promote(settings, tmp_path):
 
     (row,) = json.loads(_recsys(settings, "registry", "--json").stdout)
     assert set(row["aliases"]) == {"champion", "challenger"} and row["decision"] == "promoted"
+
+    lineage = json.loads(_recsys(settings, "lineage", "champion", "--json").stdout)
+    lake = Lake(settings.lake_root)
+    assert lineage["version"] == "1" and lineage["mode"] == "full"
+    assert [p["interval"] for p in lineage["partitions"]] == [
+        iv.id for iv in lake.partitions("raw")
+    ]
+    for part in lineage["partitions"]:
+        manifest = lake.manifest("raw", Interval.from_id(part["interval"]))
+        assert part["sha256"] == manifest["sha256"] and part["validation"]["success"]
+    assert lineage["features"]["version"] == read_json(lake.latest_path)["version"]
+    text = _recsys(settings, "lineage", "1").stdout
+    assert "built from 2 validated raw partitions" in text
 
     skipped = _recsys(settings, "train", "--mode", "incremental").stdout
     assert "no data ingested after the champion's" in skipped

@@ -1,0 +1,71 @@
+"""Operating the quarantine: list it, release a partition after a fix in the event store."""
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from recsys import collect, events, features, quarantine, validate
+from recsys.lake import Interval, Lake, read_json
+
+DAY = Interval.parse("2024-01-01", "2024-01-02")
+NEXT = Interval.parse("2024-01-02", "2024-01-03")
+GOOD = [
+    {"user_id": f"u{i % 3}", "item_id": f"i{i}", "event_time": f"2024-01-01T0{i}:00:00"}
+    for i in range(6)
+]
+NEXT_DAY = [{"user_id": "u1", "item_id": "i9", "event_time": "2024-01-02T05:00:00"}]
+BAD = {"event_id": "bad-1", "user_id": None, "item_id": "i1", "event_time": "2024-01-01T07:00:00"}
+
+
+@pytest.fixture
+def quarantined(settings):
+    store = events.EventStore(settings.event_store_url)
+    store.append(events.prepare_rows([*GOOD, BAD, *NEXT_DAY]))
+    for interval in (DAY, NEXT):
+        collect.run(settings, interval)
+        if validate.run(settings, interval)["success"]:
+            features.run(settings, interval)
+    return store
+
+
+def test_list_says_what_was_stopped_and_where(settings, quarantined):
+    (entry,) = quarantine.list_quarantined(settings)
+    assert entry["interval"] == DAY.id and entry["rows"] == len(GOOD) + 1
+    assert "expect_column_values_to_not_be_null(user_id)" in entry["summary"]
+    assert pd.read_parquet(entry["path"])["event_id"].tolist().count("bad-1") == 1
+
+
+def test_release_without_a_fix_keeps_it_quarantined(settings, quarantined):
+    result = quarantine.release(settings, DAY.id)
+    assert not result["released"]
+    assert [e["interval"] for e in quarantine.list_quarantined(settings)] == [DAY.id]
+
+
+def test_release_after_a_fix_publishes_it_and_rebuilds_features(settings, quarantined):
+    with quarantined.engine.begin() as conn:  # the operator repairs the row at the source
+        conn.execute(
+            sa.update(events.events_table)
+            .where(events.events_table.c.event_id == "bad-1")
+            .values(user_id="u9")
+        )
+    result = quarantine.release(settings, DAY.id)
+    assert result["released"] and result["features_rebuilt"] == [DAY.id, NEXT.id]
+    lake = Lake(settings.lake_root)
+    assert quarantine.list_quarantined(settings) == []
+    assert lake.partitions("raw") == [DAY, NEXT]
+    kept = list((lake.root / "quarantine" / "released").iterdir())
+    assert len(kept) == 1 and kept[0].name.startswith(DAY.id)  # the old copy is kept
+    latest = read_json(lake.latest_path)
+    assert [p["interval"] for p in latest["partitions"]] == [DAY.id, NEXT.id]
+
+
+@pytest.mark.parametrize(
+    "bad_id,message",
+    [
+        ("yesterday", "not a partition id"),
+        ("20240102T000000Z--20240103T000000Z", "is not quarantined"),
+    ],
+)
+def test_release_refuses_what_is_not_quarantined(settings, quarantined, bad_id, message):
+    with pytest.raises(ValueError, match=message):
+        quarantine.release(settings, bad_id)
