@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recsys import drift
 from recsys import schema as S
-from recsys.config import Settings
+from recsys.config import DriftPolicy, Settings
 from recsys.lake import EVENTS, MANIFEST, REPORT, Interval, Lake, publish, unpublish, write_json
 
 if TYPE_CHECKING:
@@ -119,7 +120,26 @@ def archive_quarantined(lake: Lake, interval: Interval) -> Path | None:
     return target
 
 
-def run(settings: Settings, interval: Interval) -> dict[str, Any]:
+def check_drift(
+    lake: Lake, interval: Interval, frame: pd.DataFrame, policy: DriftPolicy
+) -> list[drift.Finding]:
+    """Compare a partition with the validated partitions that end before it starts."""
+    earlier = [iv for iv in lake.partitions("raw") if iv.end <= interval.start]
+    if len(earlier) < policy.min_history:
+        return []
+    history, users, items = [], set(), set()
+    for iv in earlier:
+        manifest = lake.manifest("raw", iv) or {}
+        past = lake.read_events("raw", iv)
+        history.append(manifest.get("stats") or drift.stats(past))
+        users.update(past[S.USER_ID].dropna())
+        items.update(past[S.ITEM_ID].dropna())
+    return drift.check(frame, history, users, items, policy)
+
+
+def run(
+    settings: Settings, interval: Interval, policy: DriftPolicy | None = None
+) -> dict[str, Any]:
     """Validate the staged partition of ``interval`` and move it to ``raw/`` or ``quarantine/``.
 
     Idempotent: a retry after the partition was already moved returns the recorded outcome.
@@ -142,13 +162,22 @@ def run(settings: Settings, interval: Interval) -> dict[str, Any]:
         "interval_end": pd.Timestamp(interval.end, tz="UTC"),
     }
     report = validate_frame(frame, load_suite("raw_events"), params)
-    zone = "raw" if report.success else "quarantine"
+    findings = check_drift(lake, interval, frame, policy or DriftPolicy()) if report.success else []
+    breaches = [f for f in findings if f.breached]
+    for finding in breaches:
+        log.warning("partition %s drift: %s", interval.id, finding.describe())
+    success = report.success and not any(f.quarantines for f in findings)
+    summary = report.summary()
+    if breaches:
+        summary += "; drift: " + "; ".join(f.describe() for f in breaches)
+    zone = "raw" if success else "quarantine"
     target = lake.partition(zone, interval)
     validation = {
-        "success": report.success,
-        "summary": report.summary(),
+        "success": success,
+        "summary": summary,
         "statistics": report.statistics,
         "failures": report.failures,
+        "drift": [f.as_dict() for f in findings],
         "suite": "raw_events",
     }
     write_json(
@@ -161,15 +190,16 @@ def run(settings: Settings, interval: Interval) -> dict[str, Any]:
             "interval": interval.as_dict(),
             "duplicates_dropped": staged.get("duplicates_dropped", 0),
             "validation": validation,
+            "stats": drift.stats(frame),
         },
     )
-    if report.success:
+    if success:
         released = archive_quarantined(lake, interval)
         if released:
             log.info("an earlier quarantined copy of %s was kept at %s", interval.id, released)
-        log.info("partition %s passed: %s", interval.id, report.summary())
+        log.info("partition %s passed: %s", interval.id, summary)
     else:
         unpublish(lake.partition("raw", interval))  # a re-run found bad rows: not trainable now
-        log.error("partition %s QUARANTINED at %s: %s", interval.id, target, report.summary())
+        log.error("partition %s QUARANTINED at %s: %s", interval.id, target, summary)
     unpublish(lake.partition("staging", interval))
     return _result(interval, zone, manifest, lake)

@@ -114,3 +114,34 @@ def test_rerunning_an_interval_rewrites_an_identical_partition(settings):
 def test_validate_without_collect_says_what_to_do(settings):
     with pytest.raises(FileNotFoundError, match="collect first"):
         validate.run(settings, Interval(dt.datetime(2020, 1, 1), dt.datetime(2020, 1, 2)))
+
+
+def test_a_drift_breach_quarantines_a_partition_that_gx_passes(settings):
+    days = [Interval.parse(f"2024-01-0{d}", f"2024-01-0{d + 1}") for d in range(1, 6)]
+    normal = [
+        {"user_id": f"u{i}", "item_id": f"i{i % 4}", "event_time": f"2024-01-0{d}T0{i}:00:00"}
+        for d in range(1, 5)
+        for i in range(8)
+    ]
+    feed_broke = [
+        {
+            "user_id": "u1",
+            "item_id": f"sku-{i}",
+            "event_type": "purchase",
+            "event_time": f"2024-01-05T0{i}:00:00",
+        }
+        for i in range(8)
+    ]
+    _store(settings, normal + feed_broke)
+    outcomes = []
+    for day in days:
+        collect.run(settings, day)
+        outcomes.append(validate.run(settings, day))
+    assert [o["success"] for o in outcomes] == [True, True, True, True, False]
+    assert "new_item_share=1.000" in outcomes[-1]["summary"]
+    assert "event_type_shift=1.000" in outcomes[-1]["summary"]
+    manifest = Lake(settings.lake_root).manifest("quarantine", days[-1])
+    assert {f["check"] for f in manifest["validation"]["drift"] if f["quarantines"]} == {
+        "new_item_share",
+        "event_type_shift",
+    }
