@@ -27,15 +27,21 @@ def cmd_events_import(args: argparse.Namespace, settings: Settings) -> None:
     from recsys import events
 
     store = events.EventStore(settings.event_store_url)
-    if args.movielens_100k is not None:
-        from recsys import movielens
-
-        path = Path(args.movielens_100k) if args.movielens_100k else None
-        records = movielens.load_ml100k(path, settings.home / "downloads")
+    if args.movielens_100k is not None or args.movielens is not None:
         import pandas as pd
 
+        from recsys import movielens
+
+        if args.movielens is not None:
+            path = Path(args.movielens)
+            records = movielens.load(path)
+            source = f"{movielens.FORMATS[movielens.detect_format(path)]} {path}"
+        else:
+            path = Path(args.movielens_100k) if args.movielens_100k else None
+            records = movielens.load_ml100k(path, settings.home / "downloads")
+            source = "MovieLens-100K"
         result = events.import_frame(store, pd.DataFrame.from_records(records), "rating")
-        result["source"] = "MovieLens-100K"
+        result["source"] = source
     else:
         frame = events.read_event_file(args.file)
         result = events.import_frame(store, frame, args.event_type)
@@ -253,7 +259,16 @@ def build_parser() -> argparse.ArgumentParser:
         "or from a given .whl/.inter/u.data file",
     )
     src.add_argument(
-        "--file", type=Path, help="a .csv, .parquet or .jsonl file in the event schema"
+        "--movielens",
+        metavar="PATH",
+        help="a MovieLens ratings file: 100K .inter or u.data, 1M ratings.dat, latest "
+        "ratings.csv (userId,movieId,rating,timestamp), or the recbole .whl",
+    )
+    src.add_argument(
+        "--file",
+        metavar="PATH_OR_URL",
+        help="a .csv, .parquet or .jsonl file (.csv.gz, .jsonl.gz) in the event schema: a local "
+        "path or an fsspec URL (file://, memory://, s3://, ...)",
     )
     p.add_argument("--event-type", default="view", help="event type for rows that have none")
 

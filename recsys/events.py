@@ -191,26 +191,42 @@ def prepare_rows(
 
 
 def read_event_file(path: str | Path) -> pd.DataFrame:
-    """Read a CSV, Parquet or JSON-lines file in the documented schema (checked for columns)."""
+    """Read a CSV, Parquet or JSON-lines file in the documented schema (checked for columns).
+
+    ``path`` is a local path or an fsspec URL (``file://``, ``memory://``, ``s3://`` where its
+    package is installed, ...). CSV and JSON lines may be gzipped (``.csv.gz``, ``.jsonl.gz``).
+    """
+    import fsspec
     import pandas as pd
 
-    path = Path(path)
-    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    url = str(path)
+    name = Path(url).name.lower()
+    gzipped = name.endswith(".gz")
+    suffix = Path(name.removesuffix(".gz")).suffix
     readers = {
-        ".csv": lambda p: pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""]),
+        ".csv": lambda f: pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""]),
         ".parquet": pd.read_parquet,
-        ".jsonl": lambda p: pd.read_json(p, lines=True, dtype=False),
-        ".json": lambda p: pd.read_json(p, lines=True, dtype=False),
+        ".jsonl": lambda f: pd.read_json(f, lines=True, dtype=False),
+        ".json": lambda f: pd.read_json(f, lines=True, dtype=False),
     }
-    if suffix not in readers:
-        raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .parquet or .jsonl")
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    frame = readers[suffix](path)
+    if suffix not in readers or (gzipped and suffix == ".parquet"):
+        kind = suffix + ".gz" if gzipped else suffix
+        raise ValueError(
+            f"{url}: unsupported file type {kind!r}; use .csv, .parquet or .jsonl "
+            "(.csv.gz and .jsonl.gz when gzipped)"
+        )
+    try:
+        fs, fs_path = fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as err:  # unknown protocol, or its package is missing
+        raise ValueError(f"{url}: cannot open this location: {err}") from err
+    if not fs.isfile(fs_path):
+        raise FileNotFoundError(f"{url}: no such file")
+    with fs.open(fs_path, "rb", compression="gzip" if gzipped else None) as handle:
+        frame = readers[suffix](handle)
     missing = [c for c in S.REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(
-            f"{path}: missing required column(s) {', '.join(missing)}; "
+            f"{url}: missing required column(s) {', '.join(missing)}; "
             f"expected the event schema {', '.join(S.EVENT_COLUMNS)}"
         )
     return frame
