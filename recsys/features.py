@@ -54,6 +54,53 @@ def to_sequences(interactions: pd.DataFrame) -> tuple[list[str], list[list[int]]
     return grouped.index.tolist(), [list(map(int, s)) for s in grouped.tolist()]
 
 
+def audit_frame(interactions: pd.DataFrame, min_events: int) -> pd.DataFrame:
+    """One row per interaction with its position, its user's sequence length, and its role in the
+    leave-last-out split, computed by the very function training and evaluation use."""
+    import pandas as pd
+
+    from recsys.evaluate import leave_last_out
+
+    frame = interactions[[S.USER_ID, S.EVENT_ID, S.ITEM_IDX, EVENT_TS]].copy()
+    frame["row"] = range(1, len(frame) + 1)  # split row ids, not items: roles map back to rows
+    grouped = frame.groupby(S.USER_ID, sort=True)
+    frame["position"] = grouped.cumcount()
+    frame["seq_len"] = grouped["row"].transform("size")
+    split = leave_last_out(grouped["row"].agg(list).tolist(), min_events=min_events)
+    uses = pd.Series(0, index=frame["row"])
+    role = pd.Series("unused", index=frame["row"], dtype=object)
+    trained = [r for seq in split.train for r in seq]
+    for name, rows in (
+        ("train", trained),
+        ("valid", split.valid_target),
+        ("test", split.test_target),
+    ):
+        uses.loc[rows] += 1
+        role.loc[rows] = name
+    frame["uses"] = uses.to_numpy()
+    frame["role"] = role.to_numpy()
+    train_pos = frame["position"].where(frame["role"] == "train", -1)
+    frame["last_train_position"] = train_pos.groupby(frame[S.USER_ID]).transform("max")
+    return frame
+
+
+def check_snapshot(interactions: pd.DataFrame, n_items: int) -> dict[str, Any]:
+    """Run the ``features`` suite; raise if the snapshot must not be trained on."""
+    from recsys.config import EvalConfig
+    from recsys.validate import load_suite, validate_frame
+
+    params = {"n_items": n_items}
+    audit = audit_frame(interactions, EvalConfig().min_events)
+    report = validate_frame(audit, load_suite("features"), params)
+    if not report.success:
+        raise InvalidFeaturesError(f"features failed validation: {report.summary()}")
+    return {"success": True, "summary": report.summary(), "statistics": report.statistics}
+
+
+class InvalidFeaturesError(ValueError):
+    """A snapshot broke the features suite (leakage, coverage, sequence lengths)."""
+
+
 @dataclass
 class FeatureSet:
     """One loaded snapshot: what training and evaluation read."""
@@ -92,9 +139,10 @@ def run(settings: Settings, interval: Interval) -> dict[str, Any]:
         index = extend_item_index(read_json(lake.item_index_path, []), events)
         write_json(index, lake.item_index_path)
     interactions = build_interactions(events, index)
+    n_items = int(interactions[S.ITEM_IDX].max())
+    validation = check_snapshot(interactions, n_items)  # before anything is published
     snap = lake.snapshot(interval)
     write_parquet(interactions, snap / INTERACTIONS)
-    n_items = int(interactions[S.ITEM_IDX].max())
     manifest = {
         "interval": interval.as_dict(),
         "path": str(snap),
@@ -105,6 +153,7 @@ def run(settings: Settings, interval: Interval) -> dict[str, Any]:
         "n_items": n_items,
         "item_ids": index[:n_items],
         "last_ingested_at": str(interactions[S.INGESTED_AT].max()),
+        "validation": validation,
     }
     write_json(manifest, snap / MANIFEST)
     with lake.lock("latest"):
