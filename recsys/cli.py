@@ -183,7 +183,7 @@ def cmd_quarantine_list(args: argparse.Namespace, settings: Settings) -> None:
     rows = list_quarantined(settings)
     lines = [
         f"{r['interval']}  {r['rows']:>7} rows  {r['summary']}\n    rows: {r['path']}\n"
-        f"    report: {r['report']}"
+        f"    report: {r['data_docs'] or r['report']}"
         for r in rows
     ]
     _print(rows, args.json, lines or ["no quarantined partitions"])

@@ -178,7 +178,9 @@ def _lineage(lake: Lake, interval: Interval) -> dict[str, Any]:
         "interval": interval.id,
         "rows": manifest.get("rows"),
         "sha256": manifest.get("sha256"),
-        "validation": {k: validation.get(k) for k in ("success", "summary", "statistics")},
+        "validation": {
+            k: validation.get(k) for k in ("success", "summary", "statistics", "data_docs")
+        },
         "report": str(lake.partition("raw", interval) / REPORT),
     }
 

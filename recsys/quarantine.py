@@ -32,6 +32,7 @@ def list_quarantined(settings: Settings) -> list[dict[str, Any]]:
                 "failures": validation.get("failures", []),
                 "path": str(directory / EVENTS),
                 "report": str(directory / REPORT),
+                "data_docs": validation.get("data_docs"),
             }
         )
     return out

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 ENV_EXPECTATIONS = "RECSYS_EXPECTATIONS_DIR"
 EVENT_TS = "event_ts"  # event_time parsed to a UTC timestamp (NaT when unparseable)
+DOCS_SITE = "recsys"
+DATA_DOCS = "data_docs"  # folder of a partition's rendered Great Expectations report
 
 
 def expectations_dir() -> Path:
@@ -47,6 +50,7 @@ class Report:
     failures: list[dict[str, Any]]  # one entry per failed expectation: type, column, counts, sample
     statistics: dict[str, Any]
     raw: dict[str, Any]  # the full GX validation result
+    docs: str | None = None  # the Data Docs page of this validation, when rendered
 
     def summary(self) -> str:
         if self.success:
@@ -67,17 +71,53 @@ def parse_event_times(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def validate_frame(frame: pd.DataFrame, suite: dict[str, Any], params: dict[str, Any]) -> Report:
-    """Run a GX suite on an in-memory frame. ``params`` fill the suite's ``$PARAMETER`` values."""
+def validate_frame(
+    frame: pd.DataFrame,
+    suite: dict[str, Any],
+    params: dict[str, Any],
+    docs_dir: Path | None = None,
+) -> Report:
+    """Run a GX suite on an in-memory frame. ``params`` fill the suite's ``$PARAMETER`` values.
+
+    With ``docs_dir``, GX also renders its Data Docs there (the page is ``Report.docs``).
+    """
     import great_expectations as gx
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}
+    actions = []
+    if docs_dir is not None:
+        shutil.rmtree(docs_dir, ignore_errors=True)  # one page: this validation
+        context.add_data_docs_site(
+            site_name=DOCS_SITE,
+            site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(docs_dir),
+                },
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE]))
     asset = context.data_sources.add_pandas("lake").add_dataframe_asset("partition")
-    batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(
-        batch_parameters={"dataframe": frame}
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(
+            name=suite["name"],
+            data=asset.add_batch_definition_whole_dataframe("whole"),
+            suite=context.suites.add(gx.ExpectationSuite(**suite)),
+        )
     )
-    result = batch.validate(gx.ExpectationSuite(**suite), expectation_parameters=params)
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name="gate",
+            validation_definitions=[definition],
+            actions=actions,
+            result_format="SUMMARY",
+        )
+    )
+    outcome = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=params)
+    (result,) = outcome.run_results.values()
     raw = result.to_json_dict()
     failures = [
         {
@@ -90,7 +130,9 @@ def validate_frame(frame: pd.DataFrame, suite: dict[str, Any], params: dict[str,
         for r in raw["results"]
         if not r["success"]
     ]
-    return Report(bool(raw["success"]), failures, raw.get("statistics", {}), raw)
+    pages = sorted((docs_dir / "validations").rglob("*.html")) if docs_dir else []
+    docs = str(pages[-1]) if pages else None
+    return Report(bool(raw["success"]), failures, raw.get("statistics", {}), raw, docs)
 
 
 def _result(interval: Interval, zone: str, manifest: dict[str, Any], lake: Lake) -> dict[str, Any]:
@@ -105,6 +147,7 @@ def _result(interval: Interval, zone: str, manifest: dict[str, Any], lake: Lake)
         "report": str(directory / REPORT),
         "summary": validation["summary"],
         "statistics": validation["statistics"],
+        "data_docs": validation.get("data_docs"),
     }
 
 
@@ -161,7 +204,8 @@ def run(
         "interval_start": pd.Timestamp(interval.start, tz="UTC"),
         "interval_end": pd.Timestamp(interval.end, tz="UTC"),
     }
-    report = validate_frame(frame, load_suite("raw_events"), params)
+    staging_docs = lake.partition("staging", interval) / DATA_DOCS
+    report = validate_frame(frame, load_suite("raw_events"), params, docs_dir=staging_docs)
     findings = check_drift(lake, interval, frame, policy or DriftPolicy()) if report.success else []
     breaches = [f for f in findings if f.breached]
     for finding in breaches:
@@ -172,6 +216,11 @@ def run(
         summary += "; drift: " + "; ".join(f.describe() for f in breaches)
     zone = "raw" if success else "quarantine"
     target = lake.partition(zone, interval)
+    shutil.rmtree(target / DATA_DOCS, ignore_errors=True)
+    target.mkdir(parents=True, exist_ok=True)
+    if staging_docs.exists():
+        staging_docs.rename(target / DATA_DOCS)  # the report travels with its rows
+    docs = report.docs.replace(str(staging_docs), str(target / DATA_DOCS)) if report.docs else None
     validation = {
         "success": success,
         "summary": summary,
@@ -179,6 +228,7 @@ def run(
         "failures": report.failures,
         "drift": [f.as_dict() for f in findings],
         "suite": "raw_events",
+        "data_docs": docs,
     }
     write_json(
         {"interval": interval.as_dict(), **validation, "result": report.raw}, target / REPORT
@@ -197,9 +247,11 @@ def run(
         released = archive_quarantined(lake, interval)
         if released:
             log.info("an earlier quarantined copy of %s was kept at %s", interval.id, released)
-        log.info("partition %s passed: %s", interval.id, summary)
+        log.info("partition %s passed: %s (Data Docs: %s)", interval.id, summary, docs)
     else:
         unpublish(lake.partition("raw", interval))  # a re-run found bad rows: not trainable now
-        log.error("partition %s QUARANTINED at %s: %s", interval.id, target, summary)
+        log.error(
+            "partition %s QUARANTINED at %s: %s (Data Docs: %s)", interval.id, target, summary, docs
+        )
     unpublish(lake.partition("staging", interval))
     return _result(interval, zone, manifest, lake)

@@ -2,6 +2,7 @@
 duplicate ids, backfills over collected ranges, corrupt partitions."""
 
 import datetime as dt
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -129,3 +130,5 @@ def test_snapshots_record_the_partitions_and_hashes_they_were_built_from(setting
         recorded = lake.manifest("raw", Interval.from_id(part["interval"]))
         assert part["sha256"] == recorded["sha256"] and part["rows"] == recorded["rows"]
         assert part["validation"]["success"] is True
+        docs = Path(part["validation"]["data_docs"])
+        assert docs.is_file() and Path(lake.root) in docs.parents

@@ -1,5 +1,7 @@
 """Operating the quarantine: list it, release a partition after a fix in the event store."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -33,6 +35,8 @@ def test_list_says_what_was_stopped_and_where(settings, quarantined):
     assert entry["interval"] == DAY.id and entry["rows"] == len(GOOD) + 1
     assert "expect_column_values_to_not_be_null(user_id)" in entry["summary"]
     assert pd.read_parquet(entry["path"])["event_id"].tolist().count("bad-1") == 1
+    page = Path(entry["data_docs"])  # the rendered Great Expectations report, kept with the rows
+    assert page.is_file() and page.suffix == ".html" and "user_id" in page.read_text()
 
 
 def test_release_without_a_fix_keeps_it_quarantined(settings, quarantined):
