@@ -53,6 +53,13 @@ def test_good_partition_passes():
             "event_ts",
         ),
         ({"user_id": "x" * 200}, "expect_column_value_lengths_to_be_between", "user_id"),
+        ({"item_id": "item 7"}, "expect_column_values_to_match_regex", "item_id"),
+        ({"user_id": "u\t1"}, "expect_column_values_to_match_regex", "user_id"),
+        (
+            {"ingested_at": "2024-01-02T03:00:00"},
+            "expect_column_values_to_be_between",
+            "ingested_at",
+        ),
     ],
 )
 def test_bad_rows_fail_the_suite(bad, expectation, column):
@@ -60,6 +67,26 @@ def test_bad_rows_fail_the_suite(bad, expectation, column):
     report = validate.validate_frame(_partition(rows), validate.load_suite("raw_events"), _params())
     assert not report.success
     assert any(f["expectation"] == expectation and f["column"] == column for f in report.failures)
+
+
+@pytest.mark.parametrize(
+    "column,value",
+    [("value", "five stars"), ("user_id", 7), ("ingested_at", "2024-01-01"), ("event_ts", 1.5)],
+)
+def test_wrong_types_fail_the_suite(column, value):
+    frame = _partition(GOOD)
+    frame[column] = frame[column].astype(object)
+    frame.loc[2, column] = value
+    report = validate.validate_frame(frame, validate.load_suite("raw_events"), _params())
+    assert ("expect_column_values_to_be_of_type", column) in {
+        (f["expectation"], f["column"]) for f in report.failures
+    }
+
+
+def test_an_unexpected_column_fails_the_schema_check():
+    frame = _partition(GOOD).assign(password="hunter2")
+    report = validate.validate_frame(frame, validate.load_suite("raw_events"), _params())
+    assert "expect_table_columns_to_match_set" in {f["expectation"] for f in report.failures}
 
 
 def test_duplicate_event_ids_fail_the_suite():
