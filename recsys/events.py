@@ -89,16 +89,14 @@ class EventStore:
         import pandas as pd
 
         query = (
-            sa.select(events_table)
+            sa.select(*(events_table.c[col] for col in S.EVENT_COLUMNS))
             .where(events_table.c[S.INGESTED_AT] >= utc_naive(start))
             .where(events_table.c[S.INGESTED_AT] < utc_naive(end))
             .order_by(events_table.c[S.INGESTED_AT], events_table.c[S.EVENT_ID])
         )
         with self.engine.connect() as conn:
-            frame = pd.DataFrame(
-                conn.execute(query).mappings().all(), columns=list(S.EVENT_COLUMNS)
-            )
-        return frame
+            rows = conn.execute(query).all()  # tuples: much cheaper than row mappings
+        return pd.DataFrame.from_records(rows, columns=list(S.EVENT_COLUMNS))
 
     def history(self, user_id: str, limit: int = 200) -> list[str]:
         """The user's most recent item ids, oldest first (for serving; no pandas)."""

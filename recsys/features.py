@@ -57,7 +57,7 @@ def to_sequences(interactions: pd.DataFrame) -> tuple[list[str], list[list[int]]
 def audit_frame(interactions: pd.DataFrame, min_events: int) -> pd.DataFrame:
     """One row per interaction with its position, its user's sequence length, and its role in the
     leave-last-out split, computed by the very function training and evaluation use."""
-    import pandas as pd
+    import numpy as np
 
     from recsys.evaluate import leave_last_out
 
@@ -67,18 +67,18 @@ def audit_frame(interactions: pd.DataFrame, min_events: int) -> pd.DataFrame:
     frame["position"] = grouped.cumcount()
     frame["seq_len"] = grouped["row"].transform("size")
     split = leave_last_out(grouped["row"].agg(list).tolist(), min_events=min_events)
-    uses = pd.Series(0, index=frame["row"])
-    role = pd.Series("unused", index=frame["row"], dtype=object)
-    trained = [r for seq in split.train for r in seq]
+    uses = np.zeros(len(frame) + 1, dtype=np.int64)  # indexed by row id; 0 is unused
+    role = np.full(len(frame) + 1, "unused", dtype=object)
+    trained = np.fromiter((r for seq in split.train for r in seq), dtype=np.int64)
     for name, rows in (
         ("train", trained),
-        ("valid", split.valid_target),
-        ("test", split.test_target),
+        ("valid", np.asarray(split.valid_target, dtype=np.int64)),
+        ("test", np.asarray(split.test_target, dtype=np.int64)),
     ):
-        uses.loc[rows] += 1
-        role.loc[rows] = name
-    frame["uses"] = uses.to_numpy()
-    frame["role"] = role.to_numpy()
+        np.add.at(uses, rows, 1)
+        role[rows] = name
+    frame["uses"] = uses[1:]  # rows are 1..n in frame order
+    frame["role"] = role[1:]
     train_pos = frame["position"].where(frame["role"] == "train", -1)
     frame["last_train_position"] = train_pos.groupby(frame[S.USER_ID]).transform("max")
     return frame
