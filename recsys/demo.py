@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.config import ENV_ARTIFACTS, ENV_EVENT_STORE, ENV_HOME, ENV_LAKE, ENV_TRACKING, Settings
+from recsys.lake import Interval
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,17 @@ class AirflowDB:
         with self.engine.connect() as conn:
             return [tuple(r) for r in conn.execute(q, {"d": dag_id})]
 
+    def last_backfill(self) -> tuple[int, Any] | None:
+        q = self.sa.text("SELECT id, completed_at FROM backfill ORDER BY id DESC LIMIT 1")
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return None if row is None else (row[0], row[1])
+
+    def backfill_done(self, backfill_id: int) -> bool:
+        q = self.sa.text("SELECT completed_at FROM backfill WHERE id = :i")
+        with self.engine.connect() as conn:
+            return conn.execute(q, {"i": backfill_id}).scalar() is not None
+
     def idle(self) -> bool:
         """No run queued or running and no Asset event waiting to trigger a run."""
         with self.engine.connect() as conn:
@@ -201,6 +213,14 @@ class AirflowDB:
                 )
             ).scalar()
         return active == 0 and pending == 0
+
+
+def _snapshot_hashes(settings: Settings, intervals: list[Any]) -> list[str]:
+    from recsys.features import INTERACTIONS
+    from recsys.lake import Lake, file_sha256
+
+    lake = Lake(settings.lake_root)
+    return [file_sha256(lake.snapshot(iv) / INTERACTIONS) for iv in intervals]
 
 
 def _say(t0: float, msg: str) -> None:
@@ -236,13 +256,14 @@ def _backfill(
     end: date,
     max_active_runs: int,
     timeout: float,
+    reprocess: str = "none",
 ) -> None:
     """``airflow backfill create`` for ``recsys_ingest``, then wait until its runs finished.
 
     SQLite has a single writer: the backfill is created while the scheduler is stopped, so the
     two never fight over the lock (on PostgreSQL this dance is unnecessary).
     """
-    before = len(db.runs("recsys_ingest"))
+    before = db.last_backfill()
     scheduler = services.commands.get("scheduler")
     if scheduler:
         services.stop("scheduler")
@@ -258,16 +279,15 @@ def _backfill(
         end.isoformat(),
         "--max-active-runs",
         str(max_active_runs),
+        "--reprocess-behavior",
+        reprocess,
     )
     services.start("scheduler", *(scheduler or (_bin("airflow"), "scheduler")))
-    expected = before + (end - start).days + 1
-    _wait(
-        "the backfill",
-        lambda: len(db.runs("recsys_ingest")) >= expected and db.idle(),
-        timeout,
-        services,
-        every=3,
-    )
+    created = db.last_backfill()
+    if created is None or created == before:
+        raise RuntimeError(f"airflow created no backfill for {start}..{end}")
+
+    _wait("the backfill", lambda: db.backfill_done(created[0]) and db.idle(), timeout, services, 3)
 
 
 @dataclass(frozen=True)
@@ -390,6 +410,29 @@ def _loop(
     )
     _backfill(env, db, services, second_start, second_end, max_active_runs=1, timeout=420)
     _say(t0, f"recsys_incremental_finetune: {_summarise_runs(db, 'recsys_incremental_finetune')}")
+
+    replay = [
+        Interval.parse(str(plan.start + timedelta(days=d)), str(plan.start + timedelta(days=d + 1)))
+        for d in range(2)
+    ]
+    before = _snapshot_hashes(settings, replay)
+    _say(
+        t0,
+        f"airflow backfill create --dag-id recsys_ingest --from-date {plan.start} --to-date "
+        f"{replay[-1].start.date()} --reprocess-behavior completed  (already collected)",
+    )
+    _backfill(
+        env,
+        db,
+        services,
+        plan.start,
+        replay[-1].start.date(),
+        max_active_runs=1,
+        timeout=300,
+        reprocess="completed",
+    )
+    same = before == _snapshot_hashes(settings, replay)
+    _say(t0, f"features of the re-run intervals byte-identical: {'yes' if same else 'NO'}")
 
     print("\nModel registry (MLflow):")
     print("\n".join(format_registry(registry_state(settings))))

@@ -58,6 +58,7 @@ def test_demo_runs_the_whole_loop_and_stops_everything(tmp_path):
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
 
     assert "recsys_ingest: 8 success" in out  # 7 backfilled days + the latest scheduled interval
+    assert "features of the re-run intervals byte-identical: yes" in out
     assert "recsys_full_retrain: 1 success" in out
     assert f"GET http://127.0.0.1:{api}/recommendations/u1?k=10" in out
     assert "stopped every process the demo started" in out
