@@ -81,7 +81,13 @@ def build_features(validated: dict[str, Any]) -> dict[str, Any]:
 
     if validated["rows"] == 0:
         _skip(f"no events were ingested in {validated['interval']}: features are unchanged")
-    return stage.run(_settings(), _interval())
+    result = stage.run(_settings(), _interval())
+    if not result["changed"]:  # a re-run of a collected interval: nothing new to train on
+        _skip(
+            f"features {result['interval']['id']} rebuilt byte-identical (version "
+            f"{result['version'][:12]}): the Asset is not updated"
+        )
+    return result
 
 
 @task

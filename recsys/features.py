@@ -155,6 +155,7 @@ def run(settings: Settings, interval: Interval) -> dict[str, Any]:
         "last_ingested_at": str(interactions[S.INGESTED_AT].max()),
         "validation": validation,
     }
+    previous = read_json(snap / MANIFEST)
     write_json(manifest, snap / MANIFEST)
     with lake.lock("latest"):
         latest = read_json(lake.latest_path)
@@ -167,7 +168,8 @@ def run(settings: Settings, interval: Interval) -> dict[str, Any]:
         manifest["n_users"],
         n_items,
     )
-    return {k: v for k, v in manifest.items() if k != "item_ids"}
+    changed = previous is None or previous.get("version") != manifest["version"]
+    return {**{k: v for k, v in manifest.items() if k != "item_ids"}, "changed": changed}
 
 
 def _lineage(lake: Lake, interval: Interval) -> dict[str, Any]:

@@ -46,6 +46,21 @@ def lineage_record(fs: Any, mode: str, parent: str | None) -> dict[str, Any]:
     }
 
 
+def _already_finetuned(reg: Any, parent: str, features_version: str | None) -> str | None:
+    """A version fine-tuned from ``parent`` on the same snapshot, if any: training it again would
+    only register a duplicate."""
+    for version in reg.versions():
+        tags = version.tags
+        if (
+            tags.get(TAG_MODE) == "incremental"
+            and tags.get(TAG_PARENT) == parent
+            and features_version
+            and tags.get(TAG_FEATURES_VERSION) == features_version
+        ):
+            return str(version.version)
+    return None
+
+
 def _evaluate(ckpt: Any, split: Any, n_items: int, k: int) -> dict[str, float]:
     """Full-ranking metrics of a checkpoint on the test users of ``split`` (seen items filtered)."""
     from recsys import evaluate as E
@@ -95,6 +110,14 @@ def train(
         since = dt.datetime.fromisoformat(champion.tags[TAG_DATA_END])
         if fs.manifest["last_ingested_at"] <= champion.tags[TAG_DATA_END]:
             reason = f"no data ingested after the champion's ({champion.tags[TAG_DATA_END]})"
+            log.warning("incremental fine-tune skipped: %s", reason)
+            return {"skipped": True, "reason": reason}
+        twin = _already_finetuned(reg, str(champion.version), fs.manifest.get("version"))
+        if twin is not None:
+            reason = (
+                f"version {twin} was already fine-tuned from champion {champion.version} on "
+                f"this features snapshot"
+            )
             log.warning("incremental fine-tune skipped: %s", reason)
             return {"skipped": True, "reason": reason}
         with tempfile.TemporaryDirectory() as tmp:

@@ -71,6 +71,10 @@ def test_ingest_retrain_finetune_loop(airflow_db, settings, dagbag):
     assert finetuned.tags["promotion.decision"] in {"promoted", "rejected"}
     assert "challenger" in reg.version(finetuned.version).aliases
 
+    run = dagbag.dags["recsys_incremental_finetune"].test()  # same data, same champion: no twin
+    assert run.state == "success" and _states(run)["train"] == "skipped"
+    assert len(reg.versions()) == 2
+
 
 def test_bad_partition_is_quarantined_and_stops_downstream(airflow_db, settings, dagbag):
     store = events.EventStore(settings.event_store_url)
@@ -122,3 +126,5 @@ def test_rerunning_collected_intervals_reproduces_byte_identical_features(
             [(lake.snapshot(iv) / INTERACTIONS).read_bytes() for iv in lake.partitions("raw")]
         )
     assert len(snapshots[0]) == 2 and snapshots[0] == snapshots[1]
+    rerun = _ingest(dagbag, 1)  # unchanged features: the Asset is not updated, nothing retrains
+    assert _states(rerun)["build_features"] == "skipped"
