@@ -55,10 +55,11 @@ class Report:
     def summary(self) -> str:
         if self.success:
             return f"all {self.statistics.get('evaluated_expectations')} expectations passed"
-        parts = [
-            f"{f['expectation']}({f.get('column') or ''}): {f.get('unexpected_count')} bad rows"
-            for f in self.failures
-        ]
+        parts = []
+        for f in self.failures:
+            count = f.get("unexpected_count")
+            what = f"{count} bad rows" if count is not None else f"observed {f.get('observed')}"
+            parts.append(f"{f['expectation']}({f.get('column') or ''}): {what}")
         return "failed " + "; ".join(parts)
 
 

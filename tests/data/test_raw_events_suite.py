@@ -87,6 +87,7 @@ def test_an_unexpected_column_fails_the_schema_check():
     frame = _partition(GOOD).assign(password="hunter2")
     report = validate.validate_frame(frame, validate.load_suite("raw_events"), _params())
     assert "expect_table_columns_to_match_set" in {f["expectation"] for f in report.failures}
+    assert "expect_table_columns_to_match_set(): observed" in report.summary()  # not "None rows"
 
 
 def test_duplicate_event_ids_fail_the_suite():
