@@ -36,8 +36,11 @@ def main() -> None:
     t0 = time.perf_counter()
     per_user = 20
     records = synthetic.generate(
-        n_users=args.events // per_user, n_items=max(100, args.events // 200),
-        events_per_user=(per_user, per_user), days=args.days, seed=1,
+        n_users=args.events // per_user,
+        n_items=max(100, args.events // 200),
+        events_per_user=(per_user, per_user),
+        days=args.days,
+        seed=1,
     )
     t_gen = time.perf_counter() - t0
     t0 = time.perf_counter()
