@@ -221,3 +221,107 @@ def evaluate_model(
         raise ValueError(f"split has no {on} users to evaluate")
     scores = score_contexts(model, contexts, n_items, batch_size=batch_size)
     return evaluate_scores(scores, contexts, targets, k=k)
+
+
+def top_k(scores: np.ndarray, contexts: Sequence[Sequence[int]], k: int) -> np.ndarray:
+    """The ``k`` best items per row, ``(N, k)`` int64, best first; ``scores`` is ``(N, n + 1)``.
+
+    Column 0 (padding), the items in each row's context (already seen) and items scored ``-inf``
+    are never recommended; slots left when fewer than ``k`` items remain hold 0. Ties go to the
+    lower item index, so the lists are deterministic.
+    """
+    _check_k(k)
+    scores = np.asarray(scores)
+    n_rows, n_cols = scores.shape
+    if len(contexts) != n_rows:
+        raise ValueError(f"scores has {n_rows} rows but got {len(contexts)} contexts")
+    out = np.zeros((n_rows, k), dtype=np.int64)
+    width = min(k, n_cols)
+    for start in range(0, n_rows, RANK_BLOCK):  # bounded memory on large catalogues
+        stop = min(start + RANK_BLOCK, n_rows)
+        masked = _mask_seen(scores[start:stop], contexts[start:stop])  # (B, n_items + 1)
+        order = np.argsort(-masked, axis=1, kind="stable")[:, :width]  # (B, width)
+        best = np.take_along_axis(masked, order, axis=1)
+        out[start:stop, :width] = np.where(np.isneginf(best), 0, order)
+    return out
+
+
+def _mask_seen(scores: np.ndarray, contexts: Sequence[Sequence[int]]) -> np.ndarray:
+    """A float64 copy of ``scores`` with column 0 and each row's context items set to ``-inf``."""
+    n_rows, n_cols = scores.shape
+    masked = scores.astype(np.float64, copy=True)
+    masked[:, 0] = -np.inf
+    lengths = np.fromiter((len(c) for c in contexts), dtype=np.int64, count=n_rows)
+    if lengths.sum() > 0:
+        rows = np.repeat(np.arange(n_rows), lengths)
+        cols = np.concatenate([np.asarray(c, dtype=np.int64) for c in contexts if len(c)])
+        ok = (cols >= 0) & (cols < n_cols)
+        masked[rows[ok], cols[ok]] = -np.inf
+    return masked
+
+
+def _recommended(topk: np.ndarray, n_items: int) -> np.ndarray:
+    """The non-empty slots of ``topk`` (0 marks an empty slot), flattened and range-checked."""
+    items = np.asarray(topk, dtype=np.int64).reshape(-1)
+    items = items[items != 0]
+    if items.size == 0:
+        raise ValueError("top-k lists are empty: nothing was recommended")
+    if items.min() < 1 or items.max() > n_items:
+        raise ValueError(f"top-k lists contain item indices outside 1..{n_items}")
+    return items
+
+
+def catalogue_coverage(topk: np.ndarray, n_items: int) -> float:
+    """Share of the ``n_items`` catalogue that appears in at least one top-k list."""
+    if n_items < 1:
+        raise ValueError(f"n_items must be >= 1, got {n_items}")
+    return float(np.unique(_recommended(topk, n_items)).size / n_items)
+
+
+def _shares(item_counts: np.ndarray) -> tuple[np.ndarray, float]:
+    counts = np.asarray(item_counts, dtype=np.float64).reshape(-1)
+    total = float(counts[1:].sum())
+    if total <= 0 or np.any(counts < 0):
+        raise ValueError("item_counts must be non-negative with a positive total")
+    return counts, total
+
+
+def novelty(topk: np.ndarray, item_counts: np.ndarray) -> float:
+    """Mean self-information ``-log2 p(i)`` of the recommended items, in bits.
+
+    ``item_counts`` is ``(n_items + 1,)`` training counts (``popularity_scores``) and
+    ``p(i) = count(i) / total``. An item never seen in training counts as seen once, so it gets
+    the finite maximum ``log2(total)`` instead of infinity (the smoothed shares then sum to
+    slightly more than 1, which only matters for catalogues of mostly unseen items).
+    """
+    counts, total = _shares(item_counts)
+    items = _recommended(topk, counts.size - 1)
+    return float(np.mean(-np.log2(np.maximum(counts[items], 1.0) / total)))
+
+
+def popularity_bias(topk: np.ndarray, item_counts: np.ndarray) -> float:
+    """Average recommendation popularity (ARP): mean training share ``count(i) / total`` of the
+    recommended items; items never seen in training count 0. Lower means less popularity-biased.
+    """
+    counts, total = _shares(item_counts)
+    items = _recommended(topk, counts.size - 1)
+    return float(np.mean(counts[items] / total))
+
+
+def evaluate_beyond_accuracy(
+    scores: np.ndarray,
+    contexts: Sequence[Sequence[int]],
+    item_counts: np.ndarray,
+    k: int = 10,
+) -> dict[str, float]:
+    """Coverage, novelty and popularity bias of the top ``k`` of ``scores`` ``(N, n_items + 1)``.
+
+    Keys use the actual k: ``{"coverage_at_10", "novelty_at_10", "arp_at_10"}`` for ``k=10``.
+    """
+    lists = top_k(scores, contexts, k)  # (N, k)
+    n_items = np.asarray(scores).shape[1] - 1
+    return {
+        f"coverage_at_{k}": catalogue_coverage(lists, n_items),
+        f"novelty_at_{k}": novelty(lists, item_counts),
+        f"arp_at_{k}": popularity_bias(lists, item_counts),
+    }
