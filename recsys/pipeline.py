@@ -61,17 +61,16 @@ def _already_finetuned(reg: Any, parent: str, features_version: str | None) -> s
     return None
 
 
-def _evaluate(ckpt: Any, split: Any, n_items: int, k: int) -> dict[str, float]:
+def evaluate_checkpoint(ckpt: Any, split: Any, n_items: int, k: int) -> dict[str, float]:
     """Full-ranking metrics of a checkpoint on the test users of ``split`` (seen items filtered)."""
-    from recsys import evaluate as E
-    from recsys.model import build_model, score_contexts
+    from recsys.evaluate import evaluate_model
+    from recsys.model import build_model
 
-    model = build_model(ckpt)
-    scores = score_contexts(model, split.test_context, n_items)
-    return E.evaluate_scores(scores, split.test_context, split.test_target, k=k)
+    return evaluate_model(build_model(ckpt), split, n_items, k=k)
 
 
-def _split(fs: Any, cfg: PipelineConfig, since: dt.datetime | None = None) -> Any:
+def split_of(fs: Any, cfg: PipelineConfig, since: dt.datetime | None = None) -> Any:
+    """The leave-last-out split of a snapshot (of the users active since ``since``, if given)."""
     from recsys import evaluate as E
 
     _, sequences = fs.sequences(since)
@@ -123,7 +122,7 @@ def train(
         with tempfile.TemporaryDirectory() as tmp:
             init = Checkpoint.load(reg.version_checkpoint(champion.version, Path(tmp)))
         parent = str(champion.version)
-    split = _split(fs, cfg, since)
+    split = split_of(fs, cfg, since)
     started = time.time()
     result = T.train(split, fs.n_items, cfg.model, train_cfg, init=init)
     ckpt = result.checkpoint
@@ -192,11 +191,11 @@ def evaluate(settings: Settings, run_id: str, cfg: PipelineConfig | None = None)
     reg = Registry(settings)
     run = reg.run(run_id)
     fs = features.load(settings, run.data.tags[TAG_FEATURES])
-    split = _split(fs, cfg)
+    split = split_of(fs, cfg)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Checkpoint.load(reg.run_checkpoint(run_id, Path(tmp)))
     k = cfg.eval.k
-    model_metrics = _evaluate(ckpt, split, fs.n_items, k)
+    model_metrics = evaluate_checkpoint(ckpt, split, fs.n_items, k)
     pop = E.evaluate_popularity(split, fs.n_items, k=k)
     metrics = {
         **{f"test.{key}": v for key, v in model_metrics.items()},

@@ -46,7 +46,7 @@ def run(settings: Settings, version: str, cfg: PipelineConfig | None = None) -> 
     """Compare model ``version`` with the champion and move the alias if it wins."""
     from recsys import features
     from recsys.model import Checkpoint
-    from recsys.pipeline import TAG_FEATURES, _evaluate, _split
+    from recsys.pipeline import TAG_FEATURES, evaluate_checkpoint, split_of
     from recsys.registry import Registry
 
     cfg = cfg or PipelineConfig()
@@ -66,7 +66,7 @@ def run(settings: Settings, version: str, cfg: PipelineConfig | None = None) -> 
         fs = features.load(settings, challenger.tags[TAG_FEATURES])
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = Checkpoint.load(reg.version_checkpoint(champion.version, Path(tmp)))
-        champ_metrics = _evaluate(ckpt, _split(fs, cfg), fs.n_items, cfg.eval.k)
+        champ_metrics = evaluate_checkpoint(ckpt, split_of(fs, cfg), fs.n_items, cfg.eval.k)
     decision = decide(chal_metrics, champ_metrics, cfg.promotion)
     if decision.promote:
         reg.set_alias(CHAMPION, version)

@@ -76,9 +76,6 @@ class Registry:
     def log_dict(self, run_id: str, obj: dict, artifact_file: str) -> None:
         self.client.log_dict(run_id, obj, artifact_file)
 
-    def finish(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status)
-
     def run(self, run_id: str) -> Any:
         return self.client.get_run(run_id)
 
