@@ -82,6 +82,9 @@ class TrainConfig:
     eval_every: int = 5  # epochs between validation checks
     seed: int = 42
     max_seconds: float = 600.0  # hard wall-clock cap on one training run
+    loss: Literal["full", "sampled"] = "full"  # softmax over the whole catalogue, or sampled
+    n_negatives: int = 1024  # shared uniform negatives per batch when loss="sampled"
+    replay_ratio: float = 1.0  # incremental: old sequences replayed per new sequence
 
     @classmethod
     def finetune(cls, **overrides: Any) -> TrainConfig:

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import logging
+import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from recsys.config import ModelConfig, TrainConfig
-from recsys.evaluate import Split, evaluate_scores
+from recsys.evaluate import Split, evaluate_scores, leave_last_out
 from recsys.model import Checkpoint, SASRec, build_model, score_contexts
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,60 @@ class TrainResult:
     seconds: float  # wall time of the whole call
     tokens_per_s: float  # training targets per second of optimisation (validation excluded)
     losses: list[float]  # mean training loss per epoch
+
+
+def mix_replay(
+    new: Sequence[Sequence[int]], old: Sequence[Sequence[int]], ratio: float, seed: int
+) -> list[list[int]]:
+    """``new`` followed by a seeded sample of ``round(ratio * len(new))`` sequences of ``old``.
+
+    The replay sample that keeps an incremental fine-tune from forgetting: drawn without
+    replacement and capped at ``len(old)``; the same inputs and seed give the same list.
+    """
+    if ratio < 0:
+        raise ValueError(f"replay ratio must be >= 0, got {ratio}")
+    n_old = min(len(old), round(ratio * len(new)))
+    picks = np.random.default_rng(seed).choice(len(old), size=n_old, replace=False)
+    return [list(s) for s in new] + [list(old[int(i)]) for i in np.sort(picks)]
+
+
+def in_old_slice(user_id: str, share: float) -> bool:
+    """Whether a user belongs to the fixed old-data slice: a stable hash of the id, so the
+    same users are in it on every run, whatever else the snapshot holds."""
+    bucket = int(hashlib.blake2b(user_id.encode(), digest_size=4).hexdigest(), 16) % 10_000
+    return bucket < share * 10_000
+
+
+@dataclass(frozen=True)
+class IncrementalSplits:
+    """What an incremental fine-tune trains on and is judged on."""
+
+    train: Split  # new users' train parts + replayed old train parts; new users' validation
+    new: Split  # users active since the parent's data: the new data
+    old: Split  # a fixed slice of the other users: what the parent knew and must not forget
+
+
+def incremental_splits(
+    users: Sequence[str],
+    sequences: Sequence[Sequence[int]],
+    active: set[str],
+    replay_ratio: float,
+    seed: int,
+    min_events: int = 3,
+    old_share: float = 0.2,
+) -> IncrementalSplits:
+    """Split a snapshot for a fine-tune: ``active`` users are new data; the others are old.
+
+    Training replays ``replay_ratio`` old train parts per new one (never a held-out item);
+    ``old`` holds the leave-last-out test of a fixed, hash-chosen ``old_share`` of old users.
+    """
+    new = [seq for user, seq in zip(users, sequences, strict=True) if user in active]
+    old = [(user, seq) for user, seq in zip(users, sequences, strict=True) if user not in active]
+    new_split = leave_last_out(new, min_events)
+    old_split = leave_last_out([seq for _, seq in old], min_events)
+    old_slice = leave_last_out([seq for u, seq in old if in_old_slice(u, old_share)], min_events)
+    mixed = mix_replay(new_split.train, old_split.train, replay_ratio, seed)
+    return IncrementalSplits(dataclasses.replace(new_split, train=mixed), new_split, old_slice)
 
 
 def build_windows(sequences: Sequence[Sequence[int]], max_len: int) -> torch.Tensor:
@@ -166,25 +223,84 @@ def _batches(lengths: torch.Tensor, batch_size: int, gen: torch.Generator) -> li
     return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
 
+def _world() -> tuple[int, int]:
+    """(rank, world size) of the ``torch.distributed`` group, ``(0, 1)`` outside one."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _Hidden(torch.nn.Module):
+    """``SASRec.hidden`` as a module's ``forward``, so DDP can wrap it."""
+
+    def __init__(self, model: SASRec) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, seqs: torch.Tensor) -> torch.Tensor:
+        return self.model.hidden(seqs)
+
+
+def sampled_softmax_loss(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, n_negatives: int
+) -> torch.Tensor:
+    """Mean cross-entropy of each target against ``n_negatives`` uniformly drawn items.
+
+    For catalogues too large for a full softmax: the negatives are shared by the whole batch
+    (one ``(M, n_negatives)`` matrix product), a negative equal to a row's target is masked out,
+    and with uniform sampling the logQ correction is a constant that cancels. Uses torch's
+    global RNG. ``hidden`` ``(M, D)``, ``weight`` ``(V, D)`` (row 0: padding), ``targets`` ``(M,)``.
+    """
+    negatives = torch.randint(1, weight.shape[0], (n_negatives,), device=hidden.device)  # (S,)
+    pos = (hidden * weight[targets]).sum(dim=1, keepdim=True)  # (M, 1)
+    neg = hidden @ weight[negatives].T  # (M, S)
+    neg = neg.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+    logits = torch.cat([pos, neg], dim=1)  # (M, 1 + S), the target in column 0
+    return torch.nn.functional.cross_entropy(logits, targets.new_zeros(len(targets)))
+
+
+def _loss(
+    model: SASRec, hidden: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig
+) -> torch.Tensor:
+    if cfg.loss == "sampled":
+        return sampled_softmax_loss(hidden, model.item_emb.weight, targets, cfg.n_negatives)
+    return SoftmaxCrossEntropy.apply(hidden, model.item_emb.weight, targets)
+
+
 def _run_epoch(
     model: SASRec,
+    net: torch.nn.Module,
     opt: torch.optim.Optimizer,
     data: torch.Tensor,
-    batch_size: int,
+    cfg: TrainConfig,
     gen: torch.Generator,
     deadline: float,
 ) -> tuple[float, int]:
-    """One pass over ``data`` ``(N, T + 1)`` in a seeded random order: (mean loss, n targets)."""
+    """One pass over ``data`` ``(N, T + 1)`` in a seeded random order: (mean loss, n targets).
+
+    ``net`` is ``model``'s hidden-state forward, wrapped in DDP when training in several
+    processes: each process then takes every ``world``-th batch of the same seeded order, and
+    all take the same number of batches (DDP all-reduces gradients at every step).
+    """
     model.train()
+    rank, world = _world()
+    device = model.item_emb.weight.device
     lengths = (data != 0).sum(dim=1)  # (N,)
+    batches = _batches(lengths, cfg.batch_size, gen)
+    if world > 1:
+        if len(batches) < world:
+            raise ValueError(f"{len(batches)} batches cannot be shared by {world} processes")
+        batches = batches[rank : len(batches) // world * world : world]
     total_loss, n_tokens = 0.0, 0
-    for idx in _batches(lengths, batch_size, gen):
+    for idx in batches:
         width = int(lengths[idx].max())
         batch = data[idx, -width:]  # (B, W): columns that are padding in every row dropped
+        batch = batch.to(device, non_blocking=True)
         x, y = batch[:, :-1], batch[:, 1:]  # (B, W - 1) inputs and next-item targets
         sel = (x != 0) & (y != 0)  # predict only from a real item
-        hidden = model.hidden(x)[sel]  # (M, D)
-        loss = SoftmaxCrossEntropy.apply(hidden, model.item_emb.weight, y[sel])
+        hidden = net(x)[sel]  # (M, D)
+        loss = _loss(model, hidden, y[sel], cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
@@ -192,8 +308,8 @@ def _run_epoch(
         n = int(sel.sum())
         total_loss += float(loss.detach()) * n
         n_tokens += n
-        if time.perf_counter() >= deadline:
-            break
+        if world == 1 and time.perf_counter() >= deadline:
+            break  # several processes stop together, at the end of an epoch
     return total_loss / max(n_tokens, 1), n_tokens
 
 
@@ -204,6 +320,68 @@ def _validate(model: SASRec, split: Split, n_items: int) -> dict[str, float] | N
     return evaluate_scores(scores, split.valid_context, split.valid_target, k=VALID_K)
 
 
+def _fingerprint(data: torch.Tensor, model: SASRec, cfg: TrainConfig) -> str:
+    """What a saved training state must match to be resumed: the data, the starting weights
+    (architecture, seed and warm-start checkpoint), the config and the number of processes."""
+    digest = hashlib.blake2b(data.numpy().tobytes(), digest_size=16)
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    digest.update(repr((dataclasses.asdict(cfg), _world()[1])).encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class _State:
+    """The epoch loop's state: saved after every epoch so that a killed training resumes."""
+
+    fingerprint: str
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    best_valid: dict[str, float] = field(default_factory=dict)
+    best_state: dict[str, Any] = field(default_factory=dict)
+    best_opt: dict[str, Any] = field(default_factory=dict)
+    best_epoch: int = 0
+    bad_checks: int = 0
+    train_seconds: float = 0.0
+    total_tokens: int = 0
+    elapsed: float = 0.0  # wall seconds spent by earlier attempts
+    done: bool = False
+
+    def save(self, path: Path, model: SASRec, opt: torch.optim.Optimizer,
+             gen: torch.Generator) -> None:  # fmt: skip
+        """Write atomically: a reader (or a resumed run) sees the old file or the new one."""
+        payload = {**dataclasses.asdict(self), "model": model.state_dict(),
+                   "opt": opt.state_dict(), "gen": gen.get_state(),
+                   "torch_rng": torch.get_rng_state()}  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def resume(cls, path: Path | None, fingerprint: str, model: SASRec,
+               opt: torch.optim.Optimizer, gen: torch.Generator) -> _State:  # fmt: skip
+        """The saved state at ``path`` loaded into ``model``/``opt``/``gen``, or a fresh one."""
+        if path is None or not path.exists():
+            return cls(fingerprint)
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # a torn or foreign file: train from the start
+            log.warning("ignoring unreadable training state %s (%s)", path, err)
+            return cls(fingerprint)
+        if payload.get("fingerprint") != fingerprint:
+            log.warning("training state %s is for other data or config; starting over", path)
+            return cls(fingerprint)
+        model.load_state_dict(payload.pop("model"))
+        opt.load_state_dict(payload.pop("opt"))
+        gen.set_state(payload.pop("gen"))
+        torch.set_rng_state(payload.pop("torch_rng"))
+        state = cls(**payload)
+        log.info("resuming training from %s after epoch %d", path, state.epoch)
+        return state
+
+
 def _fit(
     model: SASRec,
     opt: torch.optim.AdamW,
@@ -212,64 +390,101 @@ def _fit(
     n_items: int,
     cfg: TrainConfig,
     t0: float,
+    state_path: Path | None,
 ) -> TrainResult:
     """The epoch loop: train, validate every ``eval_every`` epochs, keep the best, stop early."""
+    rank, world = _world()
+    net: torch.nn.Module = _Hidden(model)
+    if world > 1:
+        device = model.item_emb.weight.device
+        ids = [device] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)  # syncs weights
     gen = torch.Generator().manual_seed(cfg.seed)  # batch order
+    st = _State.resume(state_path, _fingerprint(data, model, cfg), model, opt, gen)
+    t0 -= st.elapsed
     deadline = t0 + cfg.max_seconds
-    history: list[dict[str, Any]] = []
-    losses: list[float] = []
-    best_valid: dict[str, float] = {}
-    best_state: dict[str, Any] = {}
-    best_opt: dict[str, Any] = {}
-    best_epoch, bad_checks, train_seconds, total_tokens = 0, 0, 0.0, 0
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(st.epoch + 1, cfg.epochs + 1):
+        if st.done:
+            break
         t_epoch = time.perf_counter()
-        loss, n_tokens = _run_epoch(model, opt, data, cfg.batch_size, gen, deadline)
-        train_seconds += time.perf_counter() - t_epoch
-        total_tokens += n_tokens
-        losses.append(loss)
-        out_of_time = time.perf_counter() >= deadline
-        if not (epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time):
-            continue
-        metrics = _validate(model, split, n_items)  # None without validation users
-        history.append({"epoch": epoch, "loss": loss, **(metrics or {})})
-        improved = metrics is None or not best_valid or (
-            metrics[SELECT_METRIC] > best_valid[SELECT_METRIC]
-        )  # fmt: skip
-        log.info(
-            "epoch %d loss %.4f valid %s %.4f%s (%.1fs)",
-            epoch, loss, SELECT_METRIC, (metrics or {}).get(SELECT_METRIC, float("nan")),
-            " *" if improved else "", time.perf_counter() - t0,
-        )  # fmt: skip
-        if improved:
-            best_valid, best_epoch, bad_checks = dict(metrics or {}), epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-            best_opt = copy.deepcopy(opt.state_dict())
-        else:
-            bad_checks += 1
-        if bad_checks >= cfg.patience:
-            log.info("early stop at epoch %d, best epoch %d", epoch, best_epoch)
-            break
-        if out_of_time:
-            log.warning("max_seconds=%.0f reached at epoch %d", cfg.max_seconds, epoch)
-            break
+        loss, n_tokens = _run_epoch(model, net, opt, data, cfg, gen, deadline)
+        st.train_seconds += time.perf_counter() - t_epoch
+        st.total_tokens += n_tokens
+        st.losses.append(loss)
+        st.epoch = epoch
+        out_of_time = _agree(time.perf_counter() >= deadline, model.item_emb.weight.device)
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time:
+            _check(st, model, opt, split, n_items, cfg, loss, t0)
+            if st.bad_checks >= cfg.patience:
+                log.info("early stop at epoch %d, best epoch %d", epoch, st.best_epoch)
+                st.done = True
+            elif out_of_time:
+                log.warning("max_seconds=%.0f reached at epoch %d", cfg.max_seconds, epoch)
+                st.done = True
+        st.elapsed = time.perf_counter() - t0
+        if state_path is not None and rank == 0:
+            st.save(state_path, model, opt, gen)
     checkpoint = Checkpoint(
-        model_state=best_state,
+        model_state=st.best_state,
         model_config=model.cfg,
         n_items=n_items,
         train_config=dataclasses.asdict(cfg),
-        optimizer_state=best_opt,
-        metadata={"best_epoch": best_epoch, "valid": best_valid},
+        optimizer_state=st.best_opt,
+        metadata={"best_epoch": st.best_epoch, "valid": st.best_valid, "world_size": world},
     )
     return TrainResult(
         checkpoint=checkpoint,
-        history=history,
-        best_epoch=best_epoch,
-        best_valid=best_valid,
+        history=st.history,
+        best_epoch=st.best_epoch,
+        best_valid=st.best_valid,
         seconds=time.perf_counter() - t0,
-        tokens_per_s=total_tokens / max(train_seconds, 1e-9),
-        losses=losses,
+        tokens_per_s=st.total_tokens * world / max(st.train_seconds, 1e-9),
+        losses=st.losses,
     )
+
+
+def _to_cpu(obj: Any) -> Any:
+    """A deep copy of a (nested) state dict with every tensor on the CPU."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+def _agree(flag: bool, device: torch.device) -> bool:
+    """``flag`` as rank 0 sees it, on every process (itself outside a process group)."""
+    if _world()[1] == 1:
+        return flag
+    out = torch.tensor([int(flag)], device=device)  # nccl broadcasts GPU tensors only
+    torch.distributed.broadcast(out, src=0)
+    return bool(out.item())
+
+
+def _check(st: _State, model: SASRec, opt: torch.optim.Optimizer, split: Split, n_items: int,
+           cfg: TrainConfig, loss: float, t0: float) -> None:  # fmt: skip
+    """One validation check: record it, keep the best state, count checks without progress.
+
+    Every process validates the same (all-reduced) weights, so all take the same decisions.
+    """
+    metrics = _validate(model, split, n_items)  # None without validation users
+    st.history.append({"epoch": st.epoch, "loss": loss, **(metrics or {})})
+    improved = metrics is None or not st.best_valid or (
+        metrics[SELECT_METRIC] > st.best_valid[SELECT_METRIC]
+    )  # fmt: skip
+    log.info(
+        "epoch %d loss %.4f valid %s %.4f%s (%.1fs)",
+        st.epoch, loss, SELECT_METRIC, (metrics or {}).get(SELECT_METRIC, float("nan")),
+        " *" if improved else "", time.perf_counter() - t0,
+    )  # fmt: skip
+    if improved:
+        st.best_valid, st.best_epoch, st.bad_checks = dict(metrics or {}), st.epoch, 0
+        st.best_state = _to_cpu(model.state_dict())
+        st.best_opt = _to_cpu(opt.state_dict())
+    else:
+        st.bad_checks += 1
 
 
 def train(
@@ -278,6 +493,8 @@ def train(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
     init: Checkpoint | None = None,
+    state_path: str | Path | None = None,
+    device: str | torch.device = "cpu",
 ) -> TrainResult:
     """Train on ``split.train``, select on ``split.valid_*``, return the best checkpoint.
 
@@ -287,15 +504,24 @@ def train(
     epoch; training stops after ``patience`` checks without improvement, ``epochs`` epochs or
     ``max_seconds``. Without validation users the last state is returned. Seeded by
     ``train_cfg.seed``; the caller's global torch RNG state is left as it was.
+
+    With ``state_path`` the loop's whole state (weights, optimizer, RNGs, history) is written
+    there after every epoch, and a call that finds a state for the same data and config there
+    resumes after its last epoch: a killed training loses at most one epoch. Inside a
+    ``torch.distributed`` process group (``torchrun``) each process trains on its share of the
+    batches under DDP and all return the same checkpoint. ``device`` is where the model
+    trains (``"cuda:0"``...); the checkpoint's tensors always come back on the CPU.
     """
     t0 = time.perf_counter()
     if train_cfg.epochs < 1 or train_cfg.eval_every < 1 or train_cfg.patience < 1:
         raise ValueError("epochs, eval_every and patience must be >= 1")
+    if train_cfg.loss not in ("full", "sampled") or train_cfg.n_negatives < 1:
+        raise ValueError(f"loss must be 'full' or 'sampled' with n_negatives >= 1: {train_cfg}")
     if train_cfg.mode == "incremental" and init is None:
         raise ValueError("mode='incremental' needs an init checkpoint to warm-start from")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(train_cfg.seed)  # fresh weights or new item rows, and dropout
-        model = init_model(n_items, model_cfg, init)
+        model = init_model(n_items, model_cfg, init).to(device)
         opt = _make_optimizer(model, train_cfg)  # after grow_items: it holds the new embedding
         if init is not None and init.optimizer_state is not None:
             _warm_start_optimizer(opt, init.optimizer_state, train_cfg)
@@ -309,6 +535,7 @@ def train(
             "warm-started" if init is not None else "from scratch",
             len(data), n_items, train_cfg.epochs,
         )  # fmt: skip
-        result = _fit(model, opt, data, split, n_items, train_cfg, t0)
+        path = Path(state_path) if state_path is not None else None
+        result = _fit(model, opt, data, split, n_items, train_cfg, t0, path)
     result.checkpoint.metadata["warm_start"] = init is not None
     return result
