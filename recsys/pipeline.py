@@ -69,6 +69,31 @@ def evaluate_checkpoint(ckpt: Any, split: Any, n_items: int, k: int) -> dict[str
     return evaluate_model(build_model(ckpt), split, n_items, k=k)
 
 
+def training_state_path(
+    settings: Settings, mode: str, features_version: str, parent: str | None
+) -> Path:
+    """Where a training writes its state after each epoch: a retried task resumes from it."""
+    return settings.home / "training-state" / f"{mode}-{features_version}-{parent or 'new'}.pt"
+
+
+def forgetting_metrics(parent: Any, ckpt: Any, splits: Any, n_items: int, k: int) -> dict:
+    """The fine-tune's guard against forgetting: the parent and the new model on the new data
+    and on the fixed old slice. ``forgetting.old_ndcg_drop`` > 0 means old users lost quality."""
+    out: dict[str, float] = {}
+    for part, split in (("new", splits.new), ("old", splits.old)):
+        if not split.test_target:
+            continue
+        for who, model in (("test", ckpt), ("parent.test", parent)):
+            got = evaluate_checkpoint(model, split, n_items, k)
+            out.update({f"{who}_{part}.{key}": value for key, value in got.items()})
+    metric = f"ndcg_at_{k}"
+    if f"test_old.{metric}" in out:
+        out["forgetting.old_ndcg_drop"] = (
+            out[f"parent.test_old.{metric}"] - out[f"test_old.{metric}"]
+        )
+    return out
+
+
 def split_of(fs: Any, cfg: PipelineConfig, since: dt.datetime | None = None) -> Any:
     """The leave-last-out split of a snapshot (of the users active since ``since``, if given)."""
     from recsys import evaluate as E
@@ -122,10 +147,21 @@ def train(
         with tempfile.TemporaryDirectory() as tmp:
             init = Checkpoint.load(reg.version_checkpoint(champion.version, Path(tmp)))
         parent = str(champion.version)
-    split = split_of(fs, cfg, since)
+    splits = None
+    if init is None:
+        split = split_of(fs, cfg)
+    else:  # new users' data, a replay of old users' and a fixed old slice to check forgetting
+        users, sequences = fs.sequences()
+        active = set(fs.sequences(since)[0])
+        splits = T.incremental_splits(
+            users, sequences, active, train_cfg.replay_ratio, train_cfg.seed, cfg.eval.min_events
+        )
+        split = splits.train
+    state_path = training_state_path(settings, mode, fs.manifest.get("version", ""), parent)
     started = time.time()
-    result = T.train(split, fs.n_items, cfg.model, train_cfg, init=init)
+    result = T.train(split, fs.n_items, cfg.model, train_cfg, init=init, state_path=state_path)
     ckpt = result.checkpoint
+    guard = {} if splits is None else forgetting_metrics(init, ckpt, splits, fs.n_items, cfg.eval.k)
     ckpt.metadata.update(item_ids=fs.item_ids, features_interval=interval_id)
     tags = {
         TAG_MODE: mode,
@@ -142,6 +178,15 @@ def train(
         "data.interval_start": fs.manifest["interval"]["start"],
         "data.interval_end": fs.manifest["interval"]["end"],
         "data.n_train_sequences": len(split.train),
+        **(
+            {}
+            if splits is None
+            else {
+                "data.n_new_sequences": len(splits.new.train),
+                "data.n_replayed_sequences": len(split.train) - len(splits.new.train),
+                "data.n_old_slice_users": len(splits.old.test_target),
+            }
+        ),
         "data.n_items": fs.n_items,
         "data.partitions": len(fs.manifest["partitions"]),
         "data.features_version": fs.manifest.get("version", ""),
@@ -163,6 +208,7 @@ def train(
             "train.tokens_per_s": result.tokens_per_s,
             "train.best_epoch": result.best_epoch,
             **{f"valid.{k}": v for k, v in result.best_valid.items()},
+            **guard,
         },
     )
     reg.log_dict(
@@ -176,15 +222,26 @@ def train(
     )
     reg.log_dict(run_id, lineage_record(fs, mode, parent), LINEAGE_FILE)
     reg.log_checkpoint(run_id, ckpt)
+    state_path.unlink(missing_ok=True)  # logged: a retry of this task starts a new run
     log.info("trained %s model in run %s (best epoch %s)", mode, run_id, result.best_epoch)
     return {"run_id": run_id, "mode": mode, "features": interval_id, "parent_version": parent}
 
 
 def evaluate(settings: Settings, run_id: str, cfg: PipelineConfig | None = None) -> dict[str, Any]:
-    """Evaluate a run's checkpoint and the popularity baseline on the same leave-last-out test."""
+    """Evaluate a run's checkpoint and the baselines on the same leave-last-out test, and log what a
+    reviewer reads on the run's page.
+
+    Metrics: ``test.*`` (the model: accuracy and beyond-accuracy), ``popularity.*`` and
+    ``baseline.<name>.*`` (every baseline of ``recsys.baselines.FITTERS`` the catalogue affords;
+    the ``baseline.skipped`` tag names the others). Artifacts: ``comparison.md`` and
+    ``comparison.json``; ``plots/learning_curve.png`` (from the run's ``train.*`` histories),
+    ``plots/ndcg_by_history_length.png`` and ``plots/recommendation_popularity.png``, each plot
+    with its numbers beside it as a ``.json`` table.
+    """
     from recsys import evaluate as E
-    from recsys import features
-    from recsys.model import Checkpoint
+    from recsys import features, report
+    from recsys.baselines import FITTERS
+    from recsys.model import Checkpoint, build_model, score_contexts
     from recsys.registry import Registry
 
     cfg = cfg or PipelineConfig()
@@ -194,14 +251,56 @@ def evaluate(settings: Settings, run_id: str, cfg: PipelineConfig | None = None)
     split = split_of(fs, cfg)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Checkpoint.load(reg.run_checkpoint(run_id, Path(tmp)))
-    k = cfg.eval.k
-    model_metrics = evaluate_checkpoint(ckpt, split, fs.n_items, k)
-    pop = E.evaluate_popularity(split, fs.n_items, k=k)
+    k, n_items = cfg.eval.k, fs.n_items
+    contexts, targets = split.test_context, split.test_target
+    counts = E.popularity_scores(split.train, n_items)  # (n_items + 1,)
+
+    def metrics_of(scores: Any) -> dict[str, float]:  # scores: (N, n_items + 1)
+        return {
+            **E.evaluate_scores(scores, contexts, targets, k=k),
+            **E.evaluate_beyond_accuracy(scores, contexts, counts, k=k),
+        }
+
+    scores = score_contexts(build_model(ckpt), contexts, n_items)  # as evaluate_checkpoint
+    rows = {"sasrec (this run)": metrics_of(scores)}
+    skipped = report.unaffordable_baselines(FITTERS, n_items)
+    for name, fit in FITTERS.items():
+        if name in skipped:
+            log.warning("baseline %s skipped: %s", name, skipped[name])
+            continue
+        rows[name] = metrics_of(fit(split.train, n_items).score(contexts))
     metrics = {
-        **{f"test.{key}": v for key, v in model_metrics.items()},
-        **{f"popularity.{key}": v for key, v in pop.items()},
+        **{f"test.{key}": v for key, v in rows["sasrec (this run)"].items()},
+        **{f"popularity.{key}": v for key, v in E.evaluate_popularity(split, n_items, k).items()},
+        **{
+            f"baseline.{name}.{key}": v
+            for name, row in list(rows.items())[1:]
+            for key, v in row.items()
+            if key != "n_users"
+        },
     }
-    reg.log(run_id, metrics=metrics)
+    skipped_text = "; ".join(f"{name}: {why}" for name, why in skipped.items()) or "none"
+    reg.log(run_id, metrics=metrics, tags={"baseline.skipped": skipped_text})
+
+    columns = [f"hr_at_{k}", f"ndcg_at_{k}", "mrr", f"coverage_at_{k}", f"novelty_at_{k}"]
+    table = report.comparison_table(rows, [*columns, f"arp_at_{k}"], [f"arp_at_{k}"])
+    header = f"Test: last item of {len(targets)} users, full ranking, seen items filtered.\n\n"
+    reg.log_text(run_id, f"{header}{table}\nSkipped baselines: {skipped_text}\n", "comparison.md")
+    named_rows = [{"model": model, **row} for model, row in rows.items()]
+    reg.log_table(run_id, report.as_columns(named_rows), "comparison.json")
+
+    curves = {"train.loss": "train loss", f"train.ndcg_at_{k}": f"valid ndcg_at_{k}"}
+    history = [
+        {"epoch": row["step"], **{curves[key]: v for key, v in row.items() if key in curves}}
+        for row in reg.metric_history(run_id, list(curves))
+    ]
+    ranks = E.rank_targets(scores, targets, contexts)
+    lengths = [len(c) for c in contexts]
+    topk = E.top_k(scores, contexts, k)  # (N, k)
+    plots = report.evaluation_plots(history, list(curves.values()), ranks, lengths, topk, counts, k)
+    for name, (fig, data) in plots.items():
+        reg.log_figure(run_id, fig, f"plots/{name}.png")
+        reg.log_table(run_id, report.as_columns(data), f"plots/{name}.json")
     log.info("run %s: %s", run_id, metrics)
     return {"run_id": run_id, **metrics}
 

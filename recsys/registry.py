@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 
 from recsys.config import Settings
 from recsys.model import Checkpoint
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +35,29 @@ CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_NAME = "model"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+DEFAULT_K = 10  # recommendations per user when the caller passes no ``k`` (as the pyfunc)
+
+
+def model_signature() -> ModelSignature:
+    """What the pyfunc flavour (``pyfunc_model.py``) takes and returns: item-id lists, param k."""
+    from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec(Array(DataType.string), "history")]),
+        outputs=Schema([ColSpec(Array(DataType.string), "recommendations")]),
+        params=ParamSchema([ParamSpec("k", DataType.long, DEFAULT_K)]),
+    )
+
+
+def input_example(item_ids: Sequence[str], n_users: int = 2, length: int = 3) -> pd.DataFrame:
+    """A pyfunc input of ``n_users`` histories of up to ``length`` known item ids (oldest first)."""
+    import pandas as pd
+
+    if not item_ids:
+        raise ValueError("an input example needs at least one item id")
+    starts = range(0, n_users * length, length)
+    histories = [list(item_ids[s % len(item_ids) :][:length]) for s in starts]
+    return pd.DataFrame({"history": histories})
 
 
 @dataclass
@@ -76,6 +106,43 @@ class Registry:
     def log_dict(self, run_id: str, obj: dict, artifact_file: str) -> None:
         self.client.log_dict(run_id, obj, artifact_file)
 
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_figure(self, run_id: str, fig: Figure, artifact_file: str) -> None:
+        """Save a matplotlib figure (e.g. ``plots/x.png``) into the run's artifacts."""
+        self.client.log_figure(run_id, fig, artifact_file, save_kwargs={"dpi": 100})
+
+    def log_table(self, run_id: str, data: dict[str, list], artifact_file: str) -> None:
+        """Log columns (name -> values) as an MLflow table (``.json``, pandas "split" format).
+
+        ``MlflowClient.log_table`` appends to a table the run already has; a retried task must not
+        duplicate rows, so an existing table is overwritten (same format) instead.
+        """
+        existing = {
+            f.path
+            for f in self.client.list_artifacts(run_id, posixpath.dirname(artifact_file) or None)
+        }
+        if artifact_file not in existing:
+            self.client.log_table(run_id, data, artifact_file)
+            return
+        import pandas as pd
+
+        frame = pd.DataFrame(data)
+        self.client.log_text(run_id, frame.to_json(orient="split", index=False), artifact_file)
+
+    def metric_history(self, run_id: str, keys: Sequence[str]) -> list[dict[str, float]]:
+        """The values of ``keys`` per step, one row per step in order: ``{"step": s, key: v}``.
+
+        A key logged twice at one step keeps its latest value; a key missing at a step is absent
+        from that row.
+        """
+        rows: dict[int, dict[str, float]] = {}
+        for key in keys:
+            for m in sorted(self.client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
+                rows.setdefault(int(m.step), {"step": int(m.step)})[key] = float(m.value)
+        return [rows[step] for step in sorted(rows)]
+
     def run(self, run_id: str) -> Any:
         return self.client.get_run(run_id)
 
@@ -98,12 +165,16 @@ class Registry:
     # -- model versions and aliases -------------------------------------------------------------
     def register(self, run_id: str, ckpt_path: Path, tags: dict[str, Any]) -> ModelVersion:
         """Log the checkpoint as a pyfunc model of ``run_id`` and register it as a new version."""
+        item_ids = [str(i) for i in Checkpoint.load(ckpt_path).metadata.get("item_ids") or []]
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name=MODEL_NAME,
                 python_model=str(PYFUNC_CODE),
                 artifacts={"checkpoint": str(ckpt_path)},
                 pip_requirements=["torch==2.13.0", "numpy", "pandas"],
+                signature=model_signature(),
+                # MLflow serves the example through the loaded model once, as a check.
+                input_example=input_example(item_ids) if item_ids else None,
                 registered_model_name=self.name,
             )
         version = str(info.registered_model_version)

@@ -70,6 +70,16 @@ def test_ingest_retrain_finetune_loop(airflow_db, settings, dagbag):
     assert finetuned.tags["recsys.parent_version"] == str(champion.version)
     assert finetuned.tags["promotion.decision"] in {"promoted", "rejected"}
     assert "challenger" in reg.version(finetuned.version).aliases
+    # The fine-tune replayed old users and was checked for forgetting on a fixed old slice.
+    ft_run = reg.run(finetuned.run_id).data
+    assert int(ft_run.params["data.n_replayed_sequences"]) > 0
+    assert int(ft_run.params["data.n_old_slice_users"]) > 0
+    for key in ("test_new.ndcg_at_10", "test_old.ndcg_at_10", "parent.test_old.ndcg_at_10"):
+        assert 0.0 <= ft_run.metrics[key] <= 1.0
+    assert ft_run.metrics["forgetting.old_ndcg_drop"] == pytest.approx(
+        ft_run.metrics["parent.test_old.ndcg_at_10"] - ft_run.metrics["test_old.ndcg_at_10"]
+    )
+    assert not list((settings.home / "training-state").glob("*.pt"))  # removed once logged
 
     run = dagbag.dags["recsys_incremental_finetune"].test()  # same data, same champion: no twin
     assert run.state == "success" and _states(run)["train"] == "skipped"
