@@ -1,0 +1,54 @@
+"""Gate evidence is measured through the serving class and agrees with offline evaluation."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from recsys.evaluate import evaluate_model, leave_last_out
+from recsys.evidence import gather, smoke
+from recsys.gate import GateConfig, ndcg_per_user
+from recsys.model import build_model
+from recsys.recommender import Recommender
+from recsys.train import train
+from tests.unit.test_train import MODEL, N_ITEMS, TRAIN, walks
+
+ITEM_IDS = [f"item-{i}" for i in range(1, N_ITEMS + 1)]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    sequences = walks(120, N_ITEMS, seed=2)
+    sequences[0] = sequences[0][:4]  # a cold user: 4 events
+    split = leave_last_out(sequences)
+    result = train(split, N_ITEMS, MODEL, dataclasses.replace(TRAIN, epochs=5))
+    return split, Recommender(result.checkpoint, ITEM_IDS)
+
+
+def test_gathered_ranks_match_offline_evaluation(setup):
+    split, rec = setup
+    ev = gather(rec, split, ITEM_IDS, GateConfig())
+    offline = evaluate_model(build_model(rec.checkpoint), split, N_ITEMS, k=10)
+    assert ndcg_per_user(ev.ranks, 10).mean() == pytest.approx(offline["ndcg_at_10"])
+    assert len(ev.ranks) == offline["n_users"]
+    lengths = np.array([len(c) + 1 for c in split.test_context])
+    assert len(ev.cold_ranks) == int((lengths <= 5).sum()) >= 1
+    assert 0 < ev.coverage <= 1 and ev.p95_ms > 0 and ev.smoke_ok
+
+
+def test_smoke_reports_a_broken_model_instead_of_raising(setup):
+    _, rec = setup
+    assert smoke(rec, ITEM_IDS[:3], k=10) == ""
+    state = {k: v.clone() for k, v in rec.checkpoint.model_state.items()}
+    state["item_emb.weight"][1:] = float("nan")  # a diverged training
+    nan_model = Recommender(dataclasses.replace(rec.checkpoint, model_state=state), ITEM_IDS)
+    assert smoke(nan_model, ITEM_IDS[:3], k=10) != ""
+
+    class Exploding(Recommender):
+        def recommend(self, history, k=10, exclude_seen=True):
+            raise KeyError("item_ids")
+
+    exploding = Exploding(rec.checkpoint, ITEM_IDS)
+    assert smoke(exploding, ITEM_IDS[:3], k=10) == "KeyError: 'item_ids'"
+    ev = gather(exploding, setup[0], ITEM_IDS, GateConfig())
+    assert not ev.smoke_ok and "KeyError" in ev.smoke_error
