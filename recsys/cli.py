@@ -177,6 +177,65 @@ def cmd_registry(args: argparse.Namespace, settings: Settings) -> None:
     _print(rows, args.json, format_registry(rows) if rows else ["no model versions yet"])
 
 
+def _alias_log(settings: Settings, alias: str) -> Any:
+    """The alias log, first brought in step with MLflow (moves made outside recsys recorded)."""
+    from recsys import aliases
+    from recsys.registry import Registry
+
+    alias_log = aliases.AliasLog(settings.event_store_url)
+    aliases.reconcile(Registry(settings), alias_log, alias)
+    return alias_log
+
+
+def cmd_registry_history(args: argparse.Namespace, settings: Settings) -> None:
+    moves = _alias_log(settings, args.alias).history(args.alias)
+    lines = [m.describe() for m in moves] or [f"no recorded moves of {args.alias}"]
+    _print([m.as_dict() for m in moves], args.json, lines)
+
+
+def cmd_registry_live_at(args: argparse.Namespace, settings: Settings) -> None:
+    from recsys.aliases import parse_time
+
+    when = parse_time(args.time)
+    move = _alias_log(settings, args.alias).live_at(args.alias, when)
+    version = move.to_version if move else None
+    result = {
+        "alias": args.alias,
+        "at": when.isoformat(),
+        "version": version,
+        "move": move.as_dict() if move else None,
+    }
+    if move is None:
+        lines = [f"{args.alias} at {when.isoformat()}: no version (no recorded move before then)"]
+    else:
+        lines = [
+            f"{args.alias} at {when.isoformat()}: "
+            + (f"version {version}" if version else "no version (removed)"),
+            f"since {move.describe()}",
+        ]
+    _print(result, args.json, lines)
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> None:
+    from recsys import aliases
+    from recsys.registry import Registry
+
+    alias_log = aliases.AliasLog(settings.event_store_url)
+    try:
+        move = aliases.rollback(Registry(settings), alias_log, aliases.actor(), args.reason)
+    except aliases.AliasError as err:
+        sys.exit(f"recsys rollback: error: {err}")
+    _print(
+        move.as_dict(),
+        args.json,
+        [
+            f"{CHAMPION} rolled back from version {move.from_version} to {move.to_version}; "
+            "serving follows within its polling interval",
+            move.describe(),
+        ],
+    )
+
+
 def cmd_quarantine_list(args: argparse.Namespace, settings: Settings) -> None:
     from recsys.quarantine import list_quarantined
 
@@ -288,7 +347,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("promote", cmd_promote, f"promote a version to {CHAMPION} if it beats the champion")
     p.add_argument("--version", help=f"model version (default: the {CHALLENGER})")
 
-    add("registry", cmd_registry, "list model versions, aliases, metrics and decisions")
+    p = add("registry", cmd_registry, "list model versions, aliases, metrics and decisions")
+    registry = p.add_subparsers(dest="sub", metavar="{history,live-at}")  # none: the listing
+    p = add(
+        "history", cmd_registry_history, "every recorded move of an alias: when, who, why", registry
+    )
+    p.add_argument("--alias", default=CHAMPION, help=f"default: {CHAMPION}")
+    p = add(
+        "live-at", cmd_registry_live_at, "which version held an alias at a given time", registry
+    )
+    p.add_argument("time", help="ISO-8601, UTC unless it has an offset (e.g. 2026-11-01T12:00)")
+    p.add_argument("--alias", default=CHAMPION, help=f"default: {CHAMPION}")
+
+    p = add("rollback", cmd_rollback, f"move {CHAMPION} back to the previous champion (recorded)")
+    p.add_argument("--reason", required=True, help="why; recorded with the move")
 
     quarantine = sub.add_parser("quarantine", help="partitions stopped by the validation gate")
     quarantine = quarantine.add_subparsers(dest="sub", required=True)

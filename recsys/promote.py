@@ -68,10 +68,10 @@ def run(settings: Settings, version: str, cfg: PipelineConfig | None = None) -> 
             ckpt = Checkpoint.load(reg.version_checkpoint(champion.version, Path(tmp)))
         champ_metrics = evaluate_checkpoint(ckpt, split_of(fs, cfg), fs.n_items, cfg.eval.k)
     decision = decide(chal_metrics, champ_metrics, cfg.promotion)
-    if decision.promote:
-        reg.set_alias(CHAMPION, version)
-    verdict = "promoted" if decision.promote else "rejected"
     champ_version = str(champion.version) if champion else ""
+    if decision.promote:
+        decision = _move_champion(settings, reg, version, champ_version or None, decision)
+    verdict = "promoted" if decision.promote else "rejected"
     tags = {
         "promotion.decision": verdict,
         "promotion.reason": decision.reason,
@@ -98,3 +98,30 @@ def run(settings: Settings, version: str, cfg: PipelineConfig | None = None) -> 
         "champion_before": champ_version or None,
         "champion": version if decision.promote else champ_version or None,
     }
+
+
+def _move_champion(
+    settings: Settings, reg: Any, version: str, compared_with: str | None, decision: Decision
+) -> Decision:
+    """Move ``champion`` through the alias log (recorded, compare-and-set on ``compared_with``).
+
+    A racing promoter that moved the champion since, or an operator's block, makes this a
+    rejection that says why, not a crash.
+    """
+    from recsys import aliases
+
+    alias_log = aliases.AliasLog(settings.event_store_url)
+    try:
+        aliases.move_alias(
+            reg,
+            alias_log,
+            CHAMPION,
+            version,
+            aliases.actor(),
+            decision.reason,
+            expected_from=compared_with,
+        )
+    except aliases.AliasError as err:
+        log.warning("version %s not promoted: %s", version, err)
+        return Decision(False, f"{err}; {decision.reason}")
+    return decision

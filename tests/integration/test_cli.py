@@ -1,5 +1,6 @@
 """The `recsys` command line, end to end on a small synthetic event file."""
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -38,6 +39,9 @@ def _recsys(settings, *args, check=True):
         ["evaluate"],
         ["promote"],
         ["registry"],
+        ["registry", "history"],
+        ["registry", "live-at"],
+        ["rollback"],
         ["serve"],
         ["demo"],
     ],
@@ -83,6 +87,9 @@ def test_import_ingest_train_promote(settings, tmp_path):
 
     (row,) = json.loads(_recsys(settings, "registry", "--json").stdout)
     assert set(row["aliases"]) == {"champion", "challenger"} and row["decision"] == "promoted"
+    (move,) = json.loads(_recsys(settings, "registry", "history", "--json").stdout)
+    assert (move["kind"], move["from_version"], move["to_version"]) == ("promote", None, "1")
+    assert move["actor"].startswith("cli:") and "no champion yet" in move["reason"]
 
     lineage = json.loads(_recsys(settings, "lineage", "champion", "--json").stdout)
     lake = Lake(settings.lake_root)
@@ -110,3 +117,71 @@ def test_bad_input_gets_a_clear_error(settings, tmp_path):
     assert done.returncode != 0 and "must be after" in done.stderr
     done = _recsys(settings, "train", check=False)
     assert done.returncode != 0 and "no features" in done.stderr
+
+
+def _tiny_versions(settings, tmp_path, n):
+    """``n`` registered versions that share one placeholder artifact folder: no training."""
+    from recsys.registry import Registry
+
+    reg = Registry(settings)
+    reg.client.create_registered_model(reg.name)
+    run_id = reg.create_run("tiny", {})
+    source = tmp_path / "model"
+    source.mkdir()
+    for _ in range(n):
+        reg.client.create_model_version(reg.name, source=str(source), run_id=run_id)
+    return reg
+
+
+def test_alias_history_live_at_and_rollback(settings, tmp_path):
+    from recsys import aliases
+
+    reg = _tiny_versions(settings, tmp_path, 3)
+    reg.set_alias("champion", "1")  # by hand, before the alias log existed
+    (found,) = json.loads(_recsys(settings, "registry", "history", "--json").stdout)
+    assert (found["kind"], found["from_version"], found["to_version"]) == ("external", None, "1")
+
+    alias_log = aliases.AliasLog(settings.event_store_url)
+    actor = "airflow:recsys_full_retrain/manual__2026-11-01"
+    second = aliases.move_alias(reg, alias_log, "champion", "2", actor, "beats the champion")
+    third = aliases.move_alias(reg, alias_log, "champion", "3", actor, "beats the champion")
+    text = _recsys(settings, "registry", "history").stdout
+    assert text.count("promote") == 2 and actor in text and "(none) -> v1" in text
+
+    def live_at(when: dt.datetime) -> str | None:
+        out = _recsys(settings, "registry", "live-at", when.isoformat(), "--json").stdout
+        return json.loads(out)["version"]
+
+    tiny = dt.timedelta(microseconds=1)
+    assert live_at(dt.datetime.fromisoformat(found["moved_at"]) - tiny) is None
+    assert live_at(second.moved_at) == "2"
+    assert live_at(third.moved_at - tiny) == "2"
+    assert live_at(third.moved_at.replace(tzinfo=None)) == "3"  # naive = UTC
+    assert live_at(third.moved_at.astimezone(dt.timezone(dt.timedelta(hours=-5)))) == "3"
+    text = _recsys(settings, "registry", "live-at", second.moved_at.isoformat()).stdout
+    assert "champion at" in text and "version 2" in text and "beats the champion" in text
+
+    back = json.loads(_recsys(settings, "rollback", "--reason", "v3 is broken", "--json").stdout)
+    assert (back["kind"], back["from_version"], back["to_version"]) == ("rollback", "3", "2")
+    assert back["reason"] == "v3 is broken" and back["actor"].startswith("cli:")
+    assert str(reg.alias("champion").version) == "2"  # what serving polls
+    text = _recsys(settings, "rollback", "--reason", "v2 is broken too").stdout
+    assert "rolled back from version 2 to 1" in text
+    rows = json.loads(_recsys(settings, "registry", "--json").stdout)
+    assert {str(r["version"]): r["aliases"] for r in rows} == {"1": ["champion"], "2": [], "3": []}
+
+    done = _recsys(settings, "rollback", "--reason", "and v1?", check=False)
+    assert done.returncode != 0 and "nothing to roll back to" in done.stderr
+    assert str(reg.alias("champion").version) == "1"
+    history = json.loads(_recsys(settings, "registry", "history", "--json").stdout)
+    assert [(m["kind"], m["to_version"]) for m in history] == [
+        ("external", "1"),
+        ("promote", "2"),
+        ("promote", "3"),
+        ("rollback", "2"),
+        ("rollback", "1"),
+    ]
+    done = _recsys(settings, "registry", "live-at", "yesterday", check=False)
+    assert done.returncode != 0 and "bad time 'yesterday'" in done.stderr
+    done = _recsys(settings, "rollback", check=False)
+    assert done.returncode != 0 and "--reason" in done.stderr
