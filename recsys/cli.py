@@ -130,9 +130,15 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> None:
         if challenger is None:
             sys.exit("no model version has alias 'challenger'; train one with `recsys train`")
         version = challenger.version
-    result = promote.run(settings, version)
+    result = promote.run(settings, version, force=args.force, block=args.block)
     verdict = "PROMOTED" if result["promoted"] else "not promoted"
-    _print(result, args.json, [f"version {version} {verdict}: {result['reason']}"])
+    lines = [f"version {version} {verdict}: {result['reason']}"]
+    for c in result.get("criteria", []):
+        mark = "ok  " if c["passed"] else "FAIL"
+        value = "-" if c["challenger"] is None else f"{c['challenger']:.4f}"
+        champ = "-" if c["champion"] is None else f"{c['champion']:.4f}"
+        lines.append(f"  {mark} {c['criterion']:<44} {value:>8} vs {champ:>8}  {c['threshold']}")
+    _print(result, args.json, lines)
 
 
 def registry_state(settings: Settings) -> list[dict[str, Any]]:
@@ -346,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("promote", cmd_promote, f"promote a version to {CHAMPION} if it beats the champion")
     p.add_argument("--version", help=f"model version (default: the {CHALLENGER})")
+    override = p.add_mutually_exclusive_group()
+    override.add_argument("--force", metavar="REASON", help="promote whatever the gate says")
+    override.add_argument("--block", metavar="REASON", help="refuse whatever the gate says")
 
     p = add("registry", cmd_registry, "list model versions, aliases, metrics and decisions")
     registry = p.add_subparsers(dest="sub", metavar="{history,live-at}")  # none: the listing

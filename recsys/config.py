@@ -101,14 +101,6 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
-class PromotionPolicy:
-    """The champion is replaced only if the challenger's metric beats it by more than ``margin``."""
-
-    metric: str = "ndcg_at_10"
-    margin: float = 0.0
-
-
-@dataclass(frozen=True)
 class DriftCheck:
     """One statistical check of a partition against the partitions before it."""
 
@@ -141,7 +133,6 @@ class PipelineConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # full retrain
     finetune: TrainConfig = field(default_factory=TrainConfig.finetune)  # incremental
     eval: EvalConfig = field(default_factory=EvalConfig)
-    promotion: PromotionPolicy = field(default_factory=PromotionPolicy)
     drift: DriftPolicy = field(default_factory=DriftPolicy)
 
     def training(self, mode: str) -> TrainConfig:

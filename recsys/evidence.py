@@ -18,19 +18,36 @@ LATENCY_REQUESTS = 200
 
 
 def latency_p95_ms(
-    recommender: Recommender, histories: Sequence[Sequence[str]], k: int, warmup: int = 5
-) -> float:
-    """p95 wall time in ms of ``recommender.recommend``, one request per history, in order."""
+    recommenders: Sequence[Recommender], histories: Sequence[Sequence[str]], k: int, warmup: int = 5
+) -> list[float]:
+    """p95 wall time in ms of ``recommend`` for each recommender, measured interleaved.
+
+    Each history is sent to every recommender in turn (the order alternating between requests),
+    so that a busy machine slows all of them alike and the comparison stays fair.
+    """
     if not histories:
         raise ValueError("no histories to time")
-    for history in histories[:warmup]:
-        recommender.recommend(history, k=k)
-    times = []
-    for history in histories:
-        t0 = time.perf_counter()
-        recommender.recommend(history, k=k)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.percentile(times, 95))
+    for rec in recommenders:
+        for history in histories[:warmup]:
+            rec.recommend(history, k=k)
+    times: list[list[float]] = [[] for _ in recommenders]
+    for n, history in enumerate(histories):
+        order = range(len(recommenders)) if n % 2 == 0 else reversed(range(len(recommenders)))
+        for i in order:
+            t0 = time.perf_counter()
+            recommenders[i].recommend(history, k=k)
+            times[i].append((time.perf_counter() - t0) * 1e3)
+    return [float(np.percentile(t, 95)) for t in times]
+
+
+def latency_sample(
+    split: Split, item_ids: Sequence[str], seed: int, n: int = LATENCY_REQUESTS
+) -> list[list[str]]:
+    """A seeded sample of the evaluation users' histories, as item ids, to time requests with."""
+    contexts = split.test_context
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(len(contexts), size=min(n, len(contexts)), replace=False)
+    return [[item_ids[i - 1] for i in contexts[int(u)]] for u in sample]
 
 
 def smoke(recommender: Recommender, history: Sequence[str], k: int) -> str:
@@ -59,7 +76,8 @@ def gather(
     """Evidence on the test part of ``split`` whose item indices refer to ``item_ids``.
 
     The model may know fewer items than the snapshot (an older champion): items it does not
-    know rank last. Latency is measured on a seeded sample of the same users' histories.
+    know rank last. ``p95_ms`` is measured alone here; to compare two models, measure them
+    together with ``latency_p95_ms([a, b], ...)``, which is fair on a busy machine.
     """
     n_items, k = len(item_ids), cfg.k
     contexts, targets = split.test_context, split.test_target
@@ -73,14 +91,12 @@ def gather(
         tops.append(top_k(scores, ctx, k))
     rank_arr = np.concatenate(ranks)
     cold = np.array([len(c) + 1 <= cfg.cold_start_max_events for c in contexts])
-    rng = np.random.default_rng(cfg.seed)
-    sample = rng.choice(len(contexts), size=min(LATENCY_REQUESTS, len(contexts)), replace=False)
-    histories = [[item_ids[i - 1] for i in contexts[int(u)]] for u in sample]
+    histories = latency_sample(split, item_ids, cfg.seed)
     error = smoke(recommender, histories[0], k)
     return ModelEvidence(
         ranks=rank_arr,
         coverage=catalogue_coverage(np.concatenate(tops), n_items),
-        p95_ms=latency_p95_ms(recommender, histories, k) if not error else float("nan"),
+        p95_ms=latency_p95_ms([recommender], histories, k)[0] if not error else float("nan"),
         cold_ranks=rank_arr[cold],
         old_ndcg=old_ndcg,
         smoke_ok=not error,

@@ -39,7 +39,8 @@ class GateConfig:
     cold_start_max_events: int = 5  # users with at most this many events form the cold slice
     cold_start_tolerance: float = 0.01  # absolute NDCG@k drop allowed on the cold slice
     forgetting_tolerance: float = 0.01  # absolute NDCG@k drop allowed on the old-data slice
-    latency_tolerance: float = 0.5  # relative p95 latency increase allowed
+    latency_tolerance: float = 0.5  # relative p95 latency increase allowed...
+    latency_floor_ms: float = 5.0  # ...above this floor (below it, differences are timer noise)
     latency_max_ms: float = 50.0  # and an absolute ceiling on the challenger's p95
 
     @classmethod
@@ -199,7 +200,8 @@ def decide(
                     c_new >= c_old - cfg.cold_start_tolerance,
                     f"{len(challenger.cold_ranks)} users",
                 ))  # fmt: skip
-        ceiling = min(champion.p95_ms * (1 + cfg.latency_tolerance), cfg.latency_max_ms)
+        allowed = max(champion.p95_ms * (1 + cfg.latency_tolerance), cfg.latency_floor_ms)
+        ceiling = min(allowed, cfg.latency_max_ms)
         crit.append(Criterion("p95 latency ms", challenger.p95_ms, champion.p95_ms,
                               f"<= {ceiling:.2f}", challenger.p95_ms <= ceiling))  # fmt: skip
     if challenger.old_ndcg is not None and champion is not None and champion.old_ndcg is not None:

@@ -12,6 +12,33 @@ from typing import Any
 from recsys.config import Settings
 
 
+def code_version(env: dict[str, str] | None = None) -> str:
+    """The code a model was trained with: ``RECSYS_GIT_COMMIT`` (set it in images), else the
+    git commit of this checkout (``-dirty`` with uncommitted changes), else the package version."""
+    import os
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    env = dict(os.environ if env is None else env)
+    if env.get("RECSYS_GIT_COMMIT"):
+        return env["RECSYS_GIT_COMMIT"]
+    root = Path(__file__).resolve().parent.parent
+    try:
+        git = ["git", "-C", str(root)]
+        run = {"capture_output": True, "text": True, "timeout": 10, "check": True}
+        commit = subprocess.run([*git, "rev-parse", "HEAD"], **run).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "recsys"], **run
+        ).stdout.strip()
+        return f"{commit}-dirty" if dirty else commit
+    except (OSError, subprocess.SubprocessError):
+        try:
+            return f"recsys=={version('recsys')}"
+        except PackageNotFoundError:
+            return "unknown"
+
+
 def of_version(settings: Settings, version_or_alias: str) -> dict[str, Any]:
     """The lineage of a model version (a number, or an alias such as ``champion``)."""
     import mlflow

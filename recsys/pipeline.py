@@ -24,6 +24,7 @@ TAG_DATA_END = "recsys.data_last_ingested_at"
 TAG_PARENT = "recsys.parent_version"
 TAG_RUN = "recsys.run_id"
 TAG_FEATURES_VERSION = "recsys.features_version"
+TAG_GIT_COMMIT = "recsys.git_commit"
 LINEAGE_FILE = "lineage.json"
 
 
@@ -114,6 +115,7 @@ def train(
     fine-tune has nothing to do (no champion yet, or no new data since the champion's).
     """
     from recsys import features
+    from recsys.lineage import code_version
     from recsys.registry import Registry
 
     cfg = cfg or PipelineConfig()
@@ -169,6 +171,7 @@ def train(
         TAG_DATA_END: fs.manifest["last_ingested_at"],
         TAG_PARENT: parent or "",
         TAG_FEATURES_VERSION: fs.manifest.get("version", ""),
+        TAG_GIT_COMMIT: code_version(),
         **{f"airflow.{k}": v for k, v in (context or {}).items()},
     }
     run_id = reg.create_run(f"{mode}-{interval_id}", tags)

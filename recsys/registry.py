@@ -72,17 +72,25 @@ class Registry:
         self.name = self.settings.registered_model
 
     # -- runs ---------------------------------------------------------------------------------
-    def experiment_id(self) -> str:
-        exp = self.client.get_experiment_by_name(self.settings.experiment)
+    def experiment_id(self, name: str | None = None) -> str:
+        """The id of experiment ``name`` (default: the training experiment), created if new."""
+        name = name or self.settings.experiment
+        exp = self.client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
-        return self.client.create_experiment(
-            self.settings.experiment, artifact_location=self.settings.artifact_root
-        )
+        try:
+            return self.client.create_experiment(
+                name, artifact_location=self.settings.artifact_root
+            )
+        except MlflowException:  # created by a concurrent task meanwhile
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
-    def create_run(self, run_name: str, tags: dict[str, str]) -> str:
+    def create_run(self, run_name: str, tags: dict[str, str], experiment: str | None = None) -> str:
         return self.client.create_run(
-            self.experiment_id(), run_name=run_name, tags=tags
+            self.experiment_id(experiment), run_name=run_name, tags=tags
         ).info.run_id
 
     def log(

@@ -74,7 +74,7 @@ def test_worse_and_tied_models_are_rejected(champion):
     "change,criterion",
     [
         (dict(coverage=0.10), "coverage@10"),
-        (dict(p95_ms=40.0), "p95 latency ms"),
+        (dict(p95_ms=40.0), "p95 latency ms"),  # over champion x 1.5 and over the floor
         (dict(p95_ms=60.0), "p95 latency ms"),  # also over the absolute ceiling
         (dict(cold_ranks=np.full(50, 100)), "cold-start"),
         (dict(old_ndcg=0.05), "forgetting"),
@@ -90,6 +90,14 @@ def test_a_broken_guard_rail_rejects_an_otherwise_better_model(champion, change,
     assert [c.name for c in verdict.criteria if not c.passed] == [
         c.name for c in verdict.criteria if criterion in c.name
     ]
+
+
+def test_latency_differences_under_the_floor_are_noise(champion):
+    fast = dataclasses.replace(champion, p95_ms=1.0)
+    good = evidence(better_than(champion, 0.3), p95_ms=4.0)  # 4x slower, but under 5 ms
+    assert decide(good, fast, CFG).promote
+    slow = dataclasses.replace(good, p95_ms=6.0)
+    assert "latency" in decide(slow, fast, CFG).reason
 
 
 def test_hr_guard_rail(champion):

@@ -1,0 +1,98 @@
+"""The promotion gate against a real registry: better wins, worse and tied lose, an operator can
+force or block with a reason, and every decision is readable from the model version and a run."""
+
+import mlflow
+import pytest
+
+from recsys import aliases, events, pipeline, promote, synthetic
+from recsys.config import CHALLENGER, CHAMPION, PipelineConfig, Settings, TrainConfig
+from recsys.registry import Registry
+from tests.integration.test_serve import _ingest
+
+pytestmark = pytest.mark.slow
+
+WEAK = PipelineConfig(train=TrainConfig(epochs=1, eval_every=1))
+STRONG = PipelineConfig(train=TrainConfig(epochs=25))
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    settings = Settings.from_env({"RECSYS_HOME": str(tmp_path_factory.mktemp("gate"))})
+    store = events.EventStore(settings.event_store_url)
+    store.append(events.prepare_rows(synthetic.generate(n_users=150, n_items=60, days=3)))
+    _ingest(settings, [0, 1, 2])
+    return settings
+
+
+def release(settings, cfg):
+    trained = pipeline.train(settings, "full", cfg)
+    pipeline.evaluate(settings, trained["run_id"], cfg)
+    return pipeline.register(settings, trained["run_id"])["version"]
+
+
+def test_gate_end_to_end(home):
+    reg = Registry(home)
+    weak = release(home, WEAK)
+    first = promote.run(home, weak)
+    assert first["promoted"] and "no champion" in first["reason"]
+
+    strong = release(home, STRONG)
+    better = promote.run(home, strong)
+    assert better["promoted"], better["reason"]
+    assert str(reg.alias(CHAMPION).version) == strong
+    improvement = next(c for c in better["criteria"] if "improvement" in c["criterion"])
+    assert improvement["passed"] and improvement["challenger"] > 0  # the bootstrap lower bound
+
+    worse_v = release(home, WEAK)
+    worse = promote.run(home, worse_v)
+    assert not worse["promoted"] and "ndcg@10 improvement" in worse["reason"]
+    assert str(reg.alias(CHAMPION).version) == strong
+    assert str(reg.alias(CHALLENGER).version) == worse_v  # a rejected challenger keeps its alias
+
+    tied_v = release(home, STRONG)  # same data, same seed: the champion's twin
+    tied = promote.run(home, tied_v)
+    assert not tied["promoted"]
+    assert next(c for c in tied["criteria"] if "improvement" in c["criterion"])["challenger"] == 0
+
+    # What a reviewer reads on the version page.
+    page = reg.version(worse_v)
+    assert page.tags["promotion.decision"] == "rejected"
+    assert page.tags["promotion.compared_with"] == strong
+    assert "| criterion | challenger | champion | threshold | passed |" in page.description
+    assert "mode: **full**" in page.description and "git commit" in page.description
+    assert any(k.startswith("promotion.criterion.hr_10") for k in page.tags)
+    # ...and the decision as a run of its own, with the table as an artifact.
+    exp = reg.client.get_experiment_by_name(f"{home.experiment}-promotion")
+    runs = reg.client.search_runs([exp.experiment_id])
+    assert {r.data.tags["recsys.version"] for r in runs} == {weak, strong, worse_v, tied_v}
+    table = mlflow.artifacts.load_dict(f"runs:/{runs[0].info.run_id}/gate.json")
+    assert table["criteria"] and {"criterion", "passed", "threshold"} <= set(table["criteria"][0])
+
+    # An operator forces the rejected model, then blocks another one; both reasons recorded.
+    forced = promote.run(home, worse_v, force="rollback test INC-7")
+    assert forced["promoted"] and "INC-7" in forced["reason"]
+    assert str(reg.alias(CHAMPION).version) == worse_v
+    move = aliases.AliasLog(home.event_store_url).head(CHAMPION)
+    assert move.kind == "force" and "INC-7" in move.reason and move.to_version == worse_v
+    blocked = promote.run(home, strong, block="freeze for the sale")
+    assert not blocked["promoted"] and "freeze for the sale" in blocked["reason"]
+    assert str(reg.alias(CHAMPION).version) == worse_v
+    with pytest.raises(ValueError, match="reason"):
+        promote.run(home, strong, force=" ")
+
+
+def test_gate_is_deterministic(home):
+    reg = Registry(home)
+    versions = [str(v.version) for v in reg.versions()]
+    if len(versions) < 2:
+        pytest.fail("needs the versions of test_gate_end_to_end")
+    champion = str(reg.alias(CHAMPION).version)
+    other = next(v for v in versions if v != champion)
+    a = promote.run(home, other, block="dry run 1")
+    b = promote.run(home, other, block="dry run 2")
+    # p95 latency is a measurement; every other value must be exactly the same.
+    exact = [(c["criterion"], c["challenger"], c["champion"]) for c in a["criteria"]
+             if "latency" not in c["criterion"]]  # fmt: skip
+    again = [(c["criterion"], c["challenger"], c["champion"]) for c in b["criteria"]
+             if "latency" not in c["criterion"]]  # fmt: skip
+    assert exact == again and a["evaluation_set"] == b["evaluation_set"]
