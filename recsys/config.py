@@ -62,7 +62,7 @@ class Settings:
 class ModelConfig:
     """Architecture of the SASRec-style model. On warm start it is read from the checkpoint."""
 
-    max_len: int = 50  # most recent items the model attends to
+    max_len: int = 200  # most recent items the model attends to
     d_model: int = 64
     n_layers: int = 2
     n_heads: int = 2

@@ -52,4 +52,4 @@ def test_unknown_mode_is_refused():
 
 def test_config_flattens_for_mlflow_params():
     flat = to_dict(PipelineConfig())
-    assert flat["model.max_len"] == 50 and flat["finetune.mode"] == "incremental"
+    assert flat["model.max_len"] == 200 and flat["finetune.mode"] == "incremental"
