@@ -2,27 +2,33 @@
 
     .venv/bin/python bench/quality.py                  # baselines only, well under a minute
     .venv/bin/python bench/quality.py --model --seeds 3
+    .venv/bin/python bench/quality.py --no-mlflow      # print only
 
 Each user's ratings are ordered by time (then event id); items are numbered 1..n by first
 appearance. The last item of each user is the test target, the one before it the validation
 target (used by SASRec for checkpoint selection only). Prints HR@k, NDCG@k, MRR (full ranking,
 seen items filtered), catalogue coverage@k, novelty@k (bits) and ARP@k, with mean ± std over seeds
-for the model, and the wall time of each row. The data is cached in a temporary folder, never in
-the repository.
+for the model, and the wall time of each row; with ``--model`` also the training cost of each
+seed (wall seconds of the full retrain, epochs run, best epoch, training tokens per second). The
+data is cached in a temporary folder, never in the repository. Results (and each seed's learning
+curve) are logged to the MLflow experiment ``bench-quality`` unless ``--no-mlflow``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from recsys import schema as S
 from recsys.baselines import FITTERS
+from recsys.config import ModelConfig, TrainConfig
 from recsys.evaluate import (
     Split,
     evaluate_beyond_accuracy,
@@ -31,6 +37,9 @@ from recsys.evaluate import (
     popularity_scores,
 )
 from recsys.movielens import load_ml100k
+
+if TYPE_CHECKING:  # torch is only imported when SASRec is trained
+    from recsys.train import TrainResult
 
 METRICS = ("hr_at_{k}", "ndcg_at_{k}", "mrr", "coverage_at_{k}", "novelty_at_{k}", "arp_at_{k}")
 
@@ -63,16 +72,37 @@ def metrics_of(scores: np.ndarray, split: Split, n_items: int, k: int) -> dict[s
     return out
 
 
-def run_model(split: Split, n_items: int, k: int, seed: int) -> dict[str, float]:
-    """Train SASRec with the default configs (and ``seed``), then score the test contexts."""
-    from recsys.config import ModelConfig, TrainConfig
+def run_model(
+    split: Split, n_items: int, k: int, model_cfg: ModelConfig, train_cfg: TrainConfig
+) -> tuple[dict[str, float], TrainResult]:
+    """Train SASRec with the given configs, then score the test contexts."""
     from recsys.model import build_model, score_contexts
     from recsys.train import train
 
-    result = train(split, n_items, ModelConfig(), TrainConfig(seed=seed))
+    result = train(split, n_items, model_cfg, train_cfg)
     model = build_model(result.checkpoint)
     scores = score_contexts(model, split.test_context, n_items)
-    return metrics_of(scores, split, n_items, k)
+    return metrics_of(scores, split, n_items, k), result
+
+
+def training_cost(seed: int, result: TrainResult) -> dict[str, Any]:
+    """One row of the training-cost table: what the full retrain of ``seed`` cost."""
+    return {
+        "seed": seed,
+        "wall_s": result.seconds,
+        "epochs": len(result.losses),
+        "best_epoch": result.best_epoch,
+        "tokens_per_s": result.tokens_per_s,
+    }
+
+
+def print_training_cost(rows: list[dict[str, Any]]) -> None:
+    print(f"\ntraining cost{'seed':>7}{'wall s':>10}{'epochs':>8}{'best ep':>9}{'tokens/s':>11}")
+    for r in rows:
+        print(
+            f"{'sasrec':<13}{r['seed']:>7}{r['wall_s']:>10.1f}{r['epochs']:>8}"
+            f"{r['best_epoch']:>9}{r['tokens_per_s']:>11.0f}"
+        )
 
 
 def format_row(name: str, runs: list[dict[str, float]], seconds: float, k: int) -> str:
@@ -87,6 +117,17 @@ def format_row(name: str, runs: list[dict[str, float]], seconds: float, k: int) 
     return f"{name:<12}" + "".join(cells) + f"{seconds:>10.1f}"
 
 
+def mean_row(name: str, runs: list[dict[str, float]], seconds: float, k: int) -> dict[str, Any]:
+    """The table row of ``format_row`` as a dict (means, plus stds over several runs)."""
+    row: dict[str, Any] = {"model": name}
+    for key in (m.format(k=k) for m in METRICS):
+        values = [r[key] for r in runs]
+        row[key] = statistics.fmean(values)
+        if len(values) > 1:
+            row[f"{key}_std"] = statistics.stdev(values)
+    return row | {"wall_s": seconds}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, default=10)
@@ -96,8 +137,15 @@ def main() -> None:
         "--ties", choices=("event_id", "file"), default="event_id", help="same-second order"
     )
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "recsys-bench")
+    parser.add_argument("--max-len", type=int, default=ModelConfig().max_len)
+    parser.add_argument("--epochs", type=int, default=TrainConfig().epochs, help="SASRec at most")
+    parser.add_argument("--no-mlflow", action="store_true", help="print only, log nothing")
     args = parser.parse_args()
 
+    import torch
+
+    model_cfg = ModelConfig(max_len=args.max_len)
+    train_cfg = TrainConfig(epochs=args.epochs)
     seqs, n_items = ml100k_sequences(args.cache, args.ties)
     split = leave_last_out(seqs, min_events=3)
     print(
@@ -105,17 +153,66 @@ def main() -> None:
         f"{sum(map(len, seqs))} events, {len(split.test_target)} test users, "
         f"same-second ties by {args.ties}"
     )
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
     header = "".join(m.format(k=args.k).rjust(16) for m in METRICS)
     print(f"{'model':<12}{header}{'wall s':>10}")
+    rows: list[dict[str, Any]] = []
     for name, fit in FITTERS.items():
         t0 = time.perf_counter()
         scores = fit(split.train, n_items).score(split.test_context)
         runs = [metrics_of(scores, split, n_items, args.k)]
-        print(format_row(name, runs, time.perf_counter() - t0, args.k), flush=True)
+        seconds = time.perf_counter() - t0
+        print(format_row(name, runs, seconds, args.k), flush=True)
+        rows.append(mean_row(name, runs, seconds, args.k))
+    cost: list[dict[str, Any]] = []
+    curves: dict[str, list[dict[str, Any]]] = {}
     if args.model:
         t0 = time.perf_counter()
-        runs = [run_model(split, n_items, args.k, seed) for seed in range(args.seeds)]
-        print(format_row(f"sasrec x{args.seeds}", runs, time.perf_counter() - t0, args.k))
+        runs = []
+        for seed in range(args.seeds):
+            cfg = dataclasses.replace(train_cfg, seed=seed)
+            metrics, result = run_model(split, n_items, args.k, model_cfg, cfg)
+            runs.append(metrics)
+            cost.append(training_cost(seed, result))
+            curves[f"sasrec_seed{seed}"] = result.history
+        name, seconds = f"sasrec x{args.seeds}", time.perf_counter() - t0
+        print(format_row(name, runs, seconds, args.k))
+        rows.append(mean_row(name, runs, seconds, args.k))
+        print_training_cost(cost)
+    if not args.no_mlflow:
+        run_id = log_results(args, model_cfg, train_cfg, rows, cost, curves)
+        print(f"logged to MLflow experiment bench-quality, run {run_id}")
+
+
+def log_results(
+    args: argparse.Namespace,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    rows: list[dict[str, Any]],
+    cost: list[dict[str, Any]],
+    curves: dict[str, list[dict[str, Any]]],
+) -> str:
+    """Log the quality table, the training cost and the learning curves to ``bench-quality``."""
+    import torch
+    from common import log_benchmark
+
+    params = {
+        "k": args.k, "ties": args.ties, "model": args.model, "seeds": args.seeds,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu",
+        **{f"model.{f}": v for f, v in dataclasses.asdict(model_cfg).items()},
+        **{f"train.{f}": v for f, v in dataclasses.asdict(train_cfg).items()},
+    }  # fmt: skip
+    metrics = {
+        f"{row['model'].split()[0]}.{key}": value
+        for row in rows
+        for key, value in row.items()
+        if key != "model"
+    }
+    if cost:
+        metrics |= {f"sasrec.{key}": statistics.fmean(r[key] for r in cost) for key in cost[0]}
+        metrics.pop("sasrec.seed")
+    tables = {"quality": rows} | ({"training_cost": cost} if cost else {})
+    return log_benchmark("quality", params, metrics, tables, curves)
 
 
 if __name__ == "__main__":

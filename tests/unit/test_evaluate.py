@@ -13,6 +13,7 @@ from recsys.evaluate import (
     leave_last_out,
     mrr,
     ndcg_at_k,
+    next_interval_split,
     popularity_scores,
     rank_targets,
 )
@@ -132,3 +133,107 @@ def test_rank_targets_in_blocks_matches_one_block(monkeypatch):
     whole = rank_targets(scores, targets, contexts)
     monkeypatch.setattr("recsys.evaluate.RANK_BLOCK", 3)
     np.testing.assert_array_equal(rank_targets(scores, targets, contexts), whole)
+
+
+# -- next_interval_split ------------------------------------------------------------------------
+HISTORIES = [
+    [(1, 0.0), (2, 5.0), (3, 10.0), (4, 15.0), (5, 20.0)],  # user 0: before, in, at end
+    [(6, 10.0), (7, 12.0)],  # user 1: cold, only window events
+    [(8, 1.0), (9, 2.0)],  # user 2: nothing in the window
+    [],  # user 3: no events at all
+]
+
+
+def test_next_interval_split_hand_example():
+    out = next_interval_split(HISTORIES, start=10.0, end=20.0)
+    assert out.train == [[1, 2], [], [8, 9], []]
+    assert out.contexts == [[1, 2], [1, 2, 3], [], [6]]
+    assert out.targets == [3, 4, 6, 7]
+    assert out.users == [0, 0, 1, 1]
+    assert out.n_repeats == 0
+
+
+def test_next_interval_split_event_at_start_is_a_case_and_at_end_is_ignored():
+    out = next_interval_split([[(1, 0.0), (2, 10.0), (3, 20.0)]], start=10.0, end=20.0)
+    assert out.train == [[1]]
+    assert out.targets == [2]  # t == start is inside [start, end), t == end is not
+
+
+def test_next_interval_split_empty_window():
+    out = next_interval_split(HISTORIES, start=10.0, end=10.0)
+    assert out.contexts == [] and out.targets == [] and out.users == []
+    assert out.train == [[1, 2], [], [8, 9], []]
+
+
+def test_next_interval_split_window_after_all_events_keeps_everything_for_training():
+    out = next_interval_split(HISTORIES, start=100.0, end=200.0)
+    assert out.train == [[1, 2, 3, 4, 5], [6, 7], [8, 9], []]
+    assert out.targets == []
+
+
+def test_next_interval_split_window_before_all_events_is_all_cold():
+    out = next_interval_split([[(1, 5.0), (2, 6.0)]], start=0.0, end=10.0)
+    assert out.train == [[]]
+    assert out.contexts == [[], [1]]
+    assert out.targets == [1, 2]
+
+
+def test_next_interval_split_ties_keep_input_order():
+    history = [[(3, 0.0), (1, 7.0), (2, 7.0), (9, 7.0)]]
+    out = next_interval_split(history, start=7.0, end=8.0)
+    assert out.targets == [1, 2, 9]
+    assert out.contexts == [[3], [3, 1], [3, 1, 2]]
+    # A tie at the start sits wholly inside the window, never split between train and cases.
+    assert out.train == [[3]]
+
+
+def test_next_interval_split_preserves_user_and_time_order():
+    histories = [[(5, 3.0), (4, 4.0)], [(2, 1.0), (1, 3.5)]]
+    out = next_interval_split(histories, start=3.0, end=5.0)
+    assert out.users == [0, 0, 1]
+    assert out.targets == [5, 4, 1]
+    assert out.contexts == [[], [5], [2]]
+
+
+@pytest.mark.parametrize(("repeats", "targets", "contexts"), [
+    ("drop", [2], [[1, 1]]),
+    ("keep", [1, 2], [[1], [1, 1]]),
+])  # fmt: skip
+def test_next_interval_split_repeats(repeats, targets, contexts):
+    out = next_interval_split([[(1, 0.0), (1, 5.0), (2, 6.0)]], 5.0, 10.0, repeats=repeats)
+    assert out.targets == targets
+    assert out.contexts == contexts  # the repeated event stays in later contexts either way
+    assert out.n_repeats == 1
+
+
+def test_next_interval_split_counts_repeats_inside_the_window():
+    out = next_interval_split([[(1, 5.0), (1, 6.0)]], 0.0, 10.0)
+    assert out.targets == [1] and out.n_repeats == 1
+
+
+def test_next_interval_split_accepts_integer_timestamps_and_generators_of_pairs():
+    out = next_interval_split([((1, 100), (2, 200))], start=150, end=250)
+    assert out.train == [[1]] and out.targets == [2]
+
+
+@pytest.mark.parametrize(("histories", "start", "end", "match"), [
+    ([[(1, 0.0)]], 5.0, 4.0, "before its start"),
+    ([[(1, 2.0), (2, 1.0)]], 0.0, 5.0, "not ordered by time"),
+    ([[(0, 1.0)]], 0.0, 5.0, "below 1"),
+])  # fmt: skip
+def test_next_interval_split_rejects_bad_input(histories, start, end, match):
+    with pytest.raises(ValueError, match=match):
+        next_interval_split(histories, start, end)
+
+
+def test_next_interval_split_rejects_unknown_repeats_policy():
+    with pytest.raises(ValueError, match="repeats"):
+        next_interval_split([[(1, 0.0)]], 0.0, 1.0, repeats="ignore")  # type: ignore[arg-type]
+
+
+def test_next_interval_split_cases_feed_evaluate_scores():
+    out = next_interval_split([[(1, 0.0), (2, 5.0), (3, 6.0)]], 5.0, 10.0)
+    scores = np.array([[0.0, 9.0, 1.0, 0.5], [0.0, 9.0, 8.0, 0.5]])  # (2 cases, 3 items + 1)
+    metrics = evaluate_scores(scores, out.contexts, out.targets, k=1)
+    # case 0: item 1 is seen, so target 2 ranks first; case 1: items 1, 2 seen, target 3 first
+    assert metrics["hr_at_1"] == 1.0

@@ -1,0 +1,351 @@
+"""Incremental benchmark: daily full retrain vs. daily warm-started fine-tune, MovieLens-100K.
+
+    .venv/bin/python bench/incremental.py                      # last 7 days, shipped configs
+    .venv/bin/python bench/incremental.py --days 2 --epochs 5  # smoke run, a few minutes
+
+The ratings are replayed in time order, one interval per UTC day. Each of the last ``--days``
+days that has events is predicted event by event (next item, HR@k / NDCG@k, full ranking with seen
+items filtered, context = the user's whole history before the event, including earlier events of
+the same day; ``recsys.evaluate.next_interval_split``) by four strategies, all trained only on
+events before the day:
+
+    (a) full      a full retrain every day on everything before the day
+    (b) finetune  the first day's full retrain, then every day a fine-tune warm-started from the
+                  previous model (``TrainConfig.finetune()``) on the users active since the last
+                  update, mixed with a replay of the other users (``mix_replay``)
+    (c) frozen    the first day's full retrain only
+    (d) popular   counts of all events before the day
+
+Full retrains use ``leave_last_out(sequences, min_events=3)`` as the pipeline does (the last item
+of each user is held out, the one before it selects the checkpoint). Items are numbered by first
+appearance over the whole data set, so a model trained before day d knows exactly the items
+``1..n(d)`` seen before d; items first seen on day d score ``-inf`` for every strategy. The first
+full retrain is shared by (a), (b) and (c) and trained once; "update s" excludes it.
+Logged to the MLflow experiment ``bench-incremental`` unless ``--no-mlflow``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import tempfile
+import time
+from bisect import bisect_left
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recsys import schema as S
+from recsys.config import EvalConfig, ModelConfig, TrainConfig
+from recsys.evaluate import (
+    NextIntervalSplit,
+    Split,
+    hit_rate_at_k,
+    leave_last_out,
+    ndcg_at_k,
+    next_interval_split,
+    popularity_scores,
+    rank_targets,
+)
+from recsys.model import Checkpoint, build_model, score_contexts
+from recsys.movielens import load_ml100k
+from recsys.train import TrainResult, mix_replay, train
+
+DAY = 86_400  # seconds in a UTC day
+STRATEGIES = {
+    "full": "(a) full retrain daily",
+    "finetune": "(b) fine-tune daily",
+    "frozen": "(c) first-day model",
+    "popular": "(d) popularity",
+}
+
+
+def ml100k_histories(cache_dir: Path) -> tuple[list[list[tuple[int, int]]], list[int]]:
+    """(histories, first_seen): per user (by user id) time-ordered ``(item, unix seconds)``, and
+    the time each item ``i`` was first rated at ``first_seen[i - 1]`` (items numbered in that
+    order, so ``first_seen`` is sorted). Same-second ratings are ordered by event id."""
+    records = load_ml100k(None, cache_dir)
+    records.sort(key=lambda r: (r[S.EVENT_TIME], r[S.EVENT_ID]))
+    index: dict[str, int] = {}
+    first_seen: list[int] = []
+    per_user: dict[str, list[tuple[int, int]]] = {}
+    for rec in records:
+        if rec[S.ITEM_ID] not in index:
+            index[rec[S.ITEM_ID]] = len(index) + 1
+            first_seen.append(rec[S.EVENT_TIME])
+        per_user.setdefault(rec[S.USER_ID], []).append((index[rec[S.ITEM_ID]], rec[S.EVENT_TIME]))
+    return [per_user[u] for u in sorted(per_user, key=int)], first_seen
+
+
+def finetune_split(
+    sequences: list[list[int]], active: set[int], ratio: float, seed: int, min_events: int
+) -> Split:
+    """Train on the active users' leave-last-out train parts plus a replay of the others';
+    select on the active users' validation items only (there is no test part)."""
+    new = leave_last_out([s for u, s in enumerate(sequences) if u in active], min_events)
+    old = leave_last_out([s for u, s in enumerate(sequences) if u not in active], min_events)
+    mixed = mix_replay(new.train, old.train, ratio, seed)
+    return Split(mixed, new.valid_context, new.valid_target, [], [], [])
+
+
+def model_ranks(ckpt: Checkpoint, cases: NextIntervalSplit, n_total: int) -> np.ndarray:
+    scores = score_contexts(build_model(ckpt), cases.contexts, n_total)  # (N, n_total + 1)
+    return rank_targets(scores, cases.targets, cases.contexts)
+
+
+def popular_ranks(cases: NextIntervalSplit, n_known: int, n_total: int) -> np.ndarray:
+    counts = popularity_scores(cases.train, n_total)  # (n_total + 1,)
+    counts[n_known + 1 :] = -np.inf  # unknown items rank last, as for the models
+    scores = np.broadcast_to(counts, (len(cases.targets), n_total + 1))
+    return rank_targets(scores, cases.targets, cases.contexts)
+
+
+@dataclasses.dataclass
+class Replay:
+    """What the replay produced: per-day rows, pooled ranks, seconds and training histories."""
+
+    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    ranks: dict[str, list[np.ndarray]] = dataclasses.field(
+        default_factory=lambda: {s: [] for s in STRATEGIES}
+    )
+    seconds: dict[str, float] = dataclasses.field(
+        default_factory=lambda: dict.fromkeys(STRATEGIES, 0.0)
+    )
+    shared_seconds: float = 0.0  # the first full retrain, counted in (a), (b) and (c)
+    curves: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    n_repeats: int = 0
+
+
+def active_users(histories: list[list[tuple[int, int]]], start: int, end: int) -> set[int]:
+    """Positions of the users with at least one event in ``[start, end)``."""
+    return {u for u, h in enumerate(histories) if any(start <= t < end for _, t in h)}
+
+
+def fine_tune(
+    cases: NextIntervalSplit,
+    active: set[int],
+    n_known: int,
+    model_cfg: ModelConfig,
+    ft_cfg: TrainConfig,
+    seed: int,
+    min_events: int,
+    init: Checkpoint,
+) -> tuple[TrainResult | None, int]:
+    """(result, training sequences) of a warm-started fine-tune; None when nothing to train on."""
+    split = finetune_split(cases.train, active, ft_cfg.replay_ratio, seed, min_events)
+    if not any(len(s) >= 2 for s in split.train):
+        return None, 0
+    return train(split, n_known, model_cfg, ft_cfg, init=init), len(split.train)
+
+
+def day_row(
+    date: str,
+    cases: NextIntervalSplit,
+    n_known: int,
+    n_active: int,
+    ranks: dict[str, np.ndarray],
+    full: TrainResult,
+    ft: TrainResult | None,
+    n_seqs: int,
+    k: int,
+) -> dict[str, Any]:
+    """One row of the per-day table."""
+    row: dict[str, Any] = {
+        "day": date,
+        "events": len(cases.targets),
+        "new_items": int(np.sum(np.asarray(cases.targets) > n_known)),
+        "known_items": n_known,
+        "active_users": n_active,
+    }
+    row |= {f"ndcg_{s}": ndcg_at_k(ranks[s], k) for s in STRATEGIES}
+    row |= {f"hr_{s}": hit_rate_at_k(ranks[s], k) for s in STRATEGIES}
+    return row | {
+        "full_s": full.seconds,
+        "full_epochs": len(full.losses),
+        "finetune_s": ft.seconds if ft else 0.0,
+        "finetune_epochs": len(ft.losses) if ft else 0,
+        "finetune_seqs": n_seqs,
+    }
+
+
+def replay(
+    histories: list[list[tuple[int, int]]],
+    first_seen: list[int],
+    days: int,
+    model_cfg: ModelConfig,
+    full_cfg: TrainConfig,
+    ft_cfg: TrainConfig,
+    k: int,
+    min_events: int,
+) -> Replay:
+    """Replay the last ``days`` UTC days (those with events), training and scoring each day."""
+    n_total = len(first_seen)
+    event_days = sorted({t // DAY for h in histories for _, t in h})
+    window = [d for d in event_days if d > event_days[-1] - days]
+    out = Replay()
+    first: Checkpoint | None = None  # the first day's full retrain
+    tuned: Checkpoint | None = None  # the latest fine-tune (or the first retrain)
+    prev_start = 0
+    for step, day in enumerate(window):
+        start = day * DAY
+        date = dt.datetime.fromtimestamp(start, tz=dt.UTC).date().isoformat()
+        cases = next_interval_split(histories, start, start + DAY)
+        out.n_repeats += cases.n_repeats
+        n_known = bisect_left(first_seen, start)  # items rated before the day
+        full = train(leave_last_out(cases.train, min_events), n_known, model_cfg, full_cfg)
+        out.curves[f"full_{date}"] = full.history
+        out.seconds["full"] += full.seconds
+        ft, n_seqs, active = None, 0, set()
+        if first is None:
+            first = tuned = full.checkpoint
+            out.shared_seconds = full.seconds
+            out.seconds["finetune"] += full.seconds
+            out.seconds["frozen"] += full.seconds
+        else:
+            active = active_users(histories, prev_start, start)  # since the last update
+            seed = ft_cfg.seed + step
+            ft, n_seqs = fine_tune(
+                cases, active, n_known, model_cfg, ft_cfg, seed, min_events, tuned
+            )
+            if ft is not None:
+                tuned = ft.checkpoint
+                out.seconds["finetune"] += ft.seconds
+                out.curves[f"finetune_{date}"] = ft.history
+        ranks = {"full": model_ranks(full.checkpoint, cases, n_total)}
+        ranks["finetune"] = ranks["full"] if step == 0 else model_ranks(tuned, cases, n_total)
+        ranks["frozen"] = ranks["full"] if step == 0 else model_ranks(first, cases, n_total)
+        ranks["popular"] = popular_ranks(cases, n_known, n_total)
+        for s in STRATEGIES:
+            out.ranks[s].append(ranks[s])
+        row = day_row(date, cases, n_known, len(active), ranks, full, ft, n_seqs, k)
+        out.rows.append(row)
+        print(
+            f"  {date}: {row['events']} events, full retrain {full.seconds:.1f}s "
+            f"({row['full_epochs']} epochs), fine-tune {row['finetune_s']:.1f}s "
+            f"({row['finetune_epochs']} epochs), NDCG@{k} full {row['ndcg_full']:.4f} "
+            f"finetune {row['ndcg_finetune']:.4f}",
+            flush=True,
+        )
+        prev_start = start
+    return out
+
+
+def summarise(result: Replay, k: int) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """One row per strategy (pooled over all events of the window) and the headline ratios."""
+    rows = []
+    for s, label in STRATEGIES.items():
+        ranks = np.concatenate(result.ranks[s])
+        seconds = result.seconds[s]
+        update = seconds - result.shared_seconds if s != "popular" else 0.0
+        rows.append(
+            {
+                "strategy": label,
+                f"hr_at_{k}": hit_rate_at_k(ranks, k),
+                f"ndcg_at_{k}": ndcg_at_k(ranks, k),
+                "train_s": seconds,
+                "update_s": max(update, 0.0),
+            }
+        )
+    by = {s: row for s, row in zip(STRATEGIES, rows, strict=True)}
+    ndcg = f"ndcg_at_{k}"
+    ratios = {
+        "ndcg_ratio_finetune_vs_full": by["finetune"][ndcg] / by["full"][ndcg],
+        "ndcg_ratio_finetune_vs_frozen": by["finetune"][ndcg] / by["frozen"][ndcg],
+        "time_ratio_finetune_vs_full": by["finetune"]["train_s"] / by["full"]["train_s"],
+        "update_time_ratio_finetune_vs_full": (
+            by["finetune"]["update_s"] / by["full"]["update_s"]
+            if by["full"]["update_s"] > 0
+            else float("nan")
+        ),
+    }
+    return rows, ratios
+
+
+def print_tables(
+    summary: list[dict[str, Any]], ratios: dict[str, float], days: list[dict], k: int
+) -> None:
+    print(f"\n{'strategy':<26}{f'HR@{k}':>10}{f'NDCG@{k}':>10}{'train s':>10}{'update s':>10}")
+    for row in summary:
+        print(
+            f"{row['strategy']:<26}{row[f'hr_at_{k}']:>10.4f}{row[f'ndcg_at_{k}']:>10.4f}"
+            f"{row['train_s']:>10.1f}{row['update_s']:>10.1f}"
+        )
+    print(
+        f"\n(b)/(a) NDCG@{k}: {ratios['ndcg_ratio_finetune_vs_full']:.3f}   "
+        f"(b)/(c) NDCG@{k}: {ratios['ndcg_ratio_finetune_vs_frozen']:.3f}   "
+        f"(b)/(a) train time: {ratios['time_ratio_finetune_vs_full']:.3f} in all, "
+        f"{ratios['update_time_ratio_finetune_vs_full']:.3f} for the daily updates"
+    )
+    names = {"full": "full", "finetune": "ft", "frozen": "frozen", "popular": "pop"}
+    head = "".join(f"{'ndcg ' + n:>12}" for n in names.values())
+    head += "".join(f"{'hr ' + n:>10}" for n in names.values())
+    head = f"{'day':<12}{'events':>7}{'new it':>7}{'active':>7}{head}"
+    print(f"\n{head}{'full s':>8}{'ft s':>7}{'ft ep':>6}")
+    for r in days:
+        cells = "".join(f"{r['ndcg_' + s]:>12.4f}" for s in names)
+        cells += "".join(f"{r['hr_' + s]:>10.4f}" for s in names)
+        print(
+            f"{r['day']:<12}{r['events']:>7}{r['new_items']:>7}{r['active_users']:>7}{cells}"
+            f"{r['full_s']:>8.1f}{r['finetune_s']:>7.1f}{r['finetune_epochs']:>6}"
+        )
+
+
+def main() -> None:
+    defaults_m, defaults_t, defaults_f = ModelConfig(), TrainConfig(), TrainConfig.finetune()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=7, help="last UTC days to replay")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=defaults_t.seed)
+    parser.add_argument("--max-len", type=int, default=defaults_m.max_len)
+    parser.add_argument("--epochs", type=int, default=defaults_t.epochs, help="full retrain")
+    parser.add_argument("--finetune-epochs", type=int, default=defaults_f.epochs)
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "recsys-bench")
+    parser.add_argument("--no-mlflow", action="store_true", help="print only, log nothing")
+    args = parser.parse_args()
+    if args.days < 1:
+        parser.error("--days must be >= 1")
+
+    model_cfg = dataclasses.replace(defaults_m, max_len=args.max_len)
+    full_cfg = dataclasses.replace(defaults_t, epochs=args.epochs, seed=args.seed)
+    ft_cfg = dataclasses.replace(defaults_f, epochs=args.finetune_epochs, seed=args.seed)
+    min_events = EvalConfig().min_events
+    histories, first_seen = ml100k_histories(args.cache)
+    print(
+        f"MovieLens-100K: {len(histories)} users, {len(first_seen)} items, "
+        f"{sum(map(len, histories))} events; last {args.days} UTC days, k={args.k}\n"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu\n"
+        f"model {model_cfg}\nfull {full_cfg}\nfinetune {ft_cfg}",
+        flush=True,
+    )
+    t0 = time.perf_counter()
+    result = replay(
+        histories, first_seen, args.days, model_cfg, full_cfg, ft_cfg, args.k, min_events
+    )
+    summary, ratios = summarise(result, args.k)
+    print_tables(summary, ratios, result.rows, args.k)
+    print(f"\nrepeat events dropped: {result.n_repeats}; wall {time.perf_counter() - t0:.0f}s")
+    if args.no_mlflow:
+        return
+    from common import log_benchmark
+
+    params = {
+        "days": args.days, "k": args.k, "min_events": min_events,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu",
+        **{f"model.{f}": v for f, v in dataclasses.asdict(model_cfg).items()},
+        **{f"full.{f}": v for f, v in dataclasses.asdict(full_cfg).items()},
+        **{f"finetune.{f}": v for f, v in dataclasses.asdict(ft_cfg).items()},
+    }  # fmt: skip
+    metrics = dict(ratios)
+    for s, row in zip(STRATEGIES, summary, strict=True):
+        metrics |= {f"{s}.{key}": v for key, v in row.items() if key != "strategy"}
+    run_id = log_benchmark(
+        "incremental", params, metrics, {"summary": summary, "per_day": result.rows}, result.curves
+    )
+    print(f"logged to MLflow experiment bench-incremental, run {run_id}")
+
+
+if __name__ == "__main__":
+    main()
