@@ -281,9 +281,11 @@ def cmd_lineage(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    from recsys.config import ServingConfig
     from recsys.serve import serve
 
-    serve(settings, host=args.host, port=args.port, poll=args.poll_seconds)
+    serving = ServingConfig(exploration_share=args.exploration_share, max_k=args.max_k)
+    serve(settings, host=args.host, port=args.port, poll=args.poll_seconds, serving=serving)
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
@@ -389,6 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--poll-seconds", type=float, default=10.0, help="registry polling interval")
+    p.add_argument(
+        "--exploration-share",
+        type=float,
+        default=0.1,
+        help="share of each list given to new items the model has no row for (0 to 1)",
+    )
+    p.add_argument("--max-k", type=int, default=100, help="the longest list a request may ask")
 
     p = add("demo", cmd_demo, "run the whole loop on MovieLens-100K through the Airflow scheduler")
     p.add_argument("--reset", action="store_true", help="delete a previous demo's state first")

@@ -101,6 +101,34 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class ServingConfig:
+    """How the API answers: list sizes, cold start, exploration, caches and request limits."""
+
+    default_k: int = 10
+    max_k: int = 100  # larger ``k`` is a 422: a list is scored and logged per request
+    max_history: int = 200  # item ids accepted in an anonymous session (POST /recommendations)
+    max_body_bytes: int = 64 * 1024  # larger request bodies are refused with 413
+    exploration_share: float = 0.1  # share of each list given to items the model has no row for
+    cold_start_size: int = 100  # trending list topped up to this many with all-time favourites
+    trending_days: float = 7.0  # popularity window, ending at the newest event in the store
+    trending_pool: int = 10_000  # most popular items considered (cold start and exploration)
+    trending_refresh_s: float = 60.0  # how often the popularity list is recomputed
+    cache_users: int = 10_000  # users whose just-posted events are kept in process
+    cache_events: int = 50  # just-posted events kept per user
+    cache_ttl_s: float = 300.0  # how long a posted event stays in the in-process cache
+    impression_queue: int = 10_000  # served lists waiting to be written; beyond that, dropped
+    # Intra-op threads per request (``recsys serve`` sets it; 0 keeps torch's default). Requests
+    # run in parallel already; on a busy machine torch's own threads stall for ~200 ms.
+    torch_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.exploration_share <= 1.0:
+            raise ValueError(f"exploration_share must be in [0, 1], got {self.exploration_share}")
+        if not 1 <= self.default_k <= self.max_k:
+            raise ValueError(f"need 1 <= default_k ({self.default_k}) <= max_k ({self.max_k})")
+
+
+@dataclass(frozen=True)
 class DriftCheck:
     """One statistical check of a partition against the partitions before it."""
 

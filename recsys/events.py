@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Not part of the documented event schema (nor of the lake): the id of the served list a click
+# answers, so that clicks can be joined with their impressions (``recsys.impressions``).
+REQUEST_ID = "request_id"
+
 metadata = sa.MetaData()
 events_table = sa.Table(
     "events",
@@ -36,10 +40,37 @@ events_table = sa.Table(
     sa.Column(S.EVENT_TIME, sa.String(64), nullable=True),
     sa.Column(S.INGESTED_AT, sa.DateTime(), nullable=False, index=True),  # naive UTC
     sa.Column(S.VALUE, sa.Float(), nullable=True),
+    sa.Column(REQUEST_ID, sa.String(64), nullable=True),  # added later: see ``add_missing_columns``
     sa.Index("ix_events_user_time", S.USER_ID, S.EVENT_TIME),
 )
 
 _CHUNK = 5_000
+
+
+def add_missing_columns(engine: sa.Engine, table: sa.Table = events_table) -> list[str]:
+    """Add the nullable columns a table created by an older release lacks (``ALTER TABLE``).
+
+    Only additive, nullable columns are ever added, so old rows read as NULL and old code that
+    does not know the column keeps working. Returns the names of the columns added.
+    """
+    existing = {col["name"] for col in sa.inspect(engine).get_columns(table.name)}
+    added = []
+    for col in table.columns:
+        if col.name in existing:
+            continue
+        if not col.nullable:
+            raise RuntimeError(f"cannot add the non-nullable column {table.name}.{col.name}")
+        ddl = f"ALTER TABLE {table.name} ADD COLUMN {col.name} {col.type.compile(engine.dialect)}"
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(ddl))
+        except sa.exc.DBAPIError:  # another process added it at the same moment
+            columns = sa.inspect(engine).get_columns(table.name)
+            if col.name not in {c["name"] for c in columns}:
+                raise
+        log.info("added column %s.%s to the event store", table.name, col.name)
+        added.append(col.name)
+    return added
 
 
 def utc_naive(ts: dt.datetime) -> dt.datetime:
@@ -58,6 +89,7 @@ class EventStore:
         self.url = url
         self.engine = sa.create_engine(url)
         metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
 
     def append(self, rows: Sequence[dict[str, Any]]) -> int:
         """Insert rows (dicts with ``EVENT_COLUMNS``); existing event ids are left untouched.
@@ -69,6 +101,11 @@ class EventStore:
             for start in range(0, len(rows), _CHUNK):
                 conn.execute(self._insert_ignore(), list(rows[start : start + _CHUNK]))
         return self.count() - before
+
+    def append_one(self, row: dict[str, Any]) -> bool:
+        """Insert one row; False when its event id is already stored (safe under concurrency)."""
+        with self.engine.begin() as conn:
+            return conn.execute(self._insert_ignore(), row).rowcount == 1
 
     def _insert_ignore(self) -> sa.Insert:
         name = self.engine.dialect.name
@@ -100,17 +137,41 @@ class EventStore:
 
     def history(self, user_id: str, limit: int = 200) -> list[str]:
         """The user's most recent item ids, oldest first (for serving; no pandas)."""
+        return [item for _, _, item in self.history_rows(user_id, limit)]
+
+    def history_rows(self, user_id: str, limit: int = 200) -> list[tuple[str, str, str]]:
+        """The user's most recent ``(event_time, event_id, item_id)``, oldest first."""
         c = events_table.c
         query = (
-            sa.select(c[S.ITEM_ID])
+            sa.select(c[S.EVENT_TIME], c[S.EVENT_ID], c[S.ITEM_ID])
             .where(c[S.USER_ID] == user_id, c[S.ITEM_ID].is_not(None))
             .where(c[S.EVENT_TYPE].in_(S.EVENT_TYPES))
             .order_by(c[S.EVENT_TIME].desc(), c[S.EVENT_ID].desc())
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            items = [row[0] for row in conn.execute(query)]
-        return items[::-1]
+            rows = [tuple(row) for row in conn.execute(query)]
+        return rows[::-1]
+
+    def item_counts(self, window: dt.timedelta | None, limit: int) -> list[tuple[str, int]]:
+        """The ``limit`` items with most events ingested in the ``window`` before the newest
+        event (all time when None), most first, ties by item id. An empty store gives []."""
+        c = events_table.c
+        n = sa.func.count().label("n")
+        query = (
+            sa.select(c[S.ITEM_ID], n)
+            .where(c[S.ITEM_ID].is_not(None), c[S.EVENT_TYPE].in_(S.EVENT_TYPES))
+            .group_by(c[S.ITEM_ID])
+            .order_by(n.desc(), c[S.ITEM_ID])
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            if window is not None:
+                newest = conn.execute(sa.select(sa.func.max(c[S.INGESTED_AT]))).scalar_one()
+                if newest is None:
+                    return []
+                query = query.where(c[S.INGESTED_AT] >= newest - window)
+            return [(item, int(count)) for item, count in conn.execute(query)]
 
     def bounds(self) -> tuple[dt.datetime, dt.datetime] | None:
         """First and last ``ingested_at`` in the store, or None when empty."""
@@ -183,6 +244,7 @@ def prepare_rows(
                 S.EVENT_TIME: event_time,
                 S.INGESTED_AT: ingested,
                 S.VALUE: None if value is None or value != value else float(value),
+                REQUEST_ID: _text(rec.get(REQUEST_ID)),
             }
         )
     return rows

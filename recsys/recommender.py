@@ -1,18 +1,31 @@
 """A trained model plus its item index: item ids in, ranked item ids out.
 
 Serving, the MLflow pyfunc flavour and the promotion smoke check all recommend through this class,
-so what is evaluated is what is served.
+so what is evaluated is what is served. Scores are those of ``model.score_contexts``; the serving
+path only skips work that does not change them (the output matrix is precomputed, and histories
+are padded to the longest one in the batch rather than to ``max_len``: padding is masked out).
+
+The pure list-making helpers for serving live here too: exploration of items the model has no
+row for, blended into a ranked list at seeded positions.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from recsys.model import Checkpoint, build_model, score_contexts
+from recsys.model import Checkpoint, build_model, pad_left
+
+# Where an item of a served list comes from.
+MODEL, POPULAR, EXPLORE = "model", "popular", "explore"
+
+Ranked = tuple[str, float | None, str]  # (item id, score or None when explored, source)
 
 
 @dataclass
@@ -24,6 +37,10 @@ class Recommender:
         self.model = build_model(self.checkpoint)
         self.model.eval()
         self.index = {item: i + 1 for i, item in enumerate(self.item_ids)}
+        self.n_known = min(self.model.n_items, self.n_items)  # items with an embedding row
+        with torch.no_grad():  # the tied output layer, computed once: (D, n_known)
+            weight = self.model.item_emb.weight[1 : self.n_known + 1]
+            self.item_matrix = weight.detach().T.contiguous()
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
@@ -34,6 +51,31 @@ class Recommender:
     def n_items(self) -> int:
         return len(self.item_ids)
 
+    @property
+    def max_len(self) -> int:
+        """How many of the most recent items the model attends to."""
+        return self.checkpoint.model_config.max_len
+
+    def knows(self, history: Sequence[str]) -> bool:
+        """True if at least one item of ``history`` has a row in the model (not a cold start)."""
+        return any(item in self.index for item in history)
+
+    def score(self, contexts: Sequence[Sequence[int]]) -> np.ndarray:
+        """Scores ``(N, n_items + 1)`` of item-index contexts, equal to ``score_contexts``'s.
+
+        Column 0 and items without a row are ``-inf``. One forward pass and one matrix product
+        for the whole batch, padded to its longest context (at most ``max_len``).
+        """
+        n_model = self.model.n_items
+        longest = max((sum(1 for i in c if 0 < i <= n_model) for c in contexts), default=0)
+        seqs = pad_left(contexts, max(1, min(longest, self.max_len)), n_model)  # (N, T)
+        with torch.inference_mode():
+            last = self.model.hidden(torch.from_numpy(seqs))[:, -1]  # (N, D)
+            logits = (last @ self.item_matrix).float().numpy()  # (N, n_known)
+        out = np.full((len(contexts), self.n_items + 1), -np.inf, dtype=np.float32)
+        out[:, 1 : self.n_known + 1] = logits
+        return out
+
     def recommend(
         self, history: Sequence[str], k: int = 10, exclude_seen: bool = True
     ) -> list[tuple[str, float]]:
@@ -41,12 +83,61 @@ class Recommender:
 
         Items the model has never seen are ignored in the history; they cannot be recommended yet.
         """
-        context = [self.index[item] for item in history if item in self.index]
-        scores = score_contexts(self.model, [context], self.n_items)[0]  # (n_items + 1,)
+        return self.recommend_many([history], k=k, exclude_seen=exclude_seen)[0]
+
+    def recommend_many(
+        self, histories: Sequence[Sequence[str]], k: int = 10, exclude_seen: bool = True
+    ) -> list[list[tuple[str, float]]]:
+        """``recommend`` for several histories at once, scored in one batch."""
+        contexts = [[self.index[item] for item in h if item in self.index] for h in histories]
+        scores = self.score(contexts)  # (N, n_items + 1)
+        return [
+            self._top(row, context if exclude_seen else [], k)
+            for row, context in zip(scores, contexts, strict=True)
+        ]
+
+    def _top(self, scores: np.ndarray, seen: Sequence[int], k: int) -> list[tuple[str, float]]:
         scores[0] = -np.inf
-        if exclude_seen and context:
-            scores[context] = -np.inf
+        if seen:
+            scores[list(seen)] = -np.inf
         k = min(k, int(np.isfinite(scores).sum()))
-        top = np.argpartition(-scores, k - 1)[:k] if k > 0 else np.array([], dtype=int)
+        if k <= 0:
+            return []
+        top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(self.item_ids[i - 1], float(scores[i])) for i in top]
+
+
+def request_seed(request_id: str) -> int:
+    """A stable 64-bit seed from a request id (Python's ``hash`` changes between processes)."""
+    return int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8).digest(), "big")
+
+
+def exploration_slots(k: int, share: float, available: int) -> int:
+    """Slots of a ``k``-list given to exploration: ``k * share`` rounded half up, at most
+    ``available`` (so 10 x 0.1 is 1, 5 x 0.1 is 1, 4 x 0.1 is 0)."""
+    return max(0, min(available, k, math.floor(k * share + 0.5)))
+
+
+def blend(
+    ranked: Sequence[Ranked], candidates: Sequence[str], k: int, share: float, seed: int
+) -> list[Ranked]:
+    """The first ``k`` of ``ranked`` with ``exploration_slots`` of them given to ``candidates``.
+
+    Candidates are drawn uniformly without replacement and put at uniformly drawn positions,
+    both from ``seed``: the same request id always gives the same list. A drawn candidate that
+    is also in ``ranked`` appears once, as explored.
+    """
+    n = exploration_slots(k, share, len(candidates))
+    if n == 0:
+        return list(ranked[:k])
+    rng = np.random.default_rng(seed)
+    picks = [candidates[int(i)] for i in rng.choice(len(candidates), size=n, replace=False)]
+    chosen = set(picks)
+    rest = [r for r in ranked if r[0] not in chosen]
+    length = min(k, len(rest) + n)  # >= n, since n <= k
+    positions = set(rng.choice(length, size=n, replace=False).tolist())
+    explored, kept = iter(picks), iter(rest)
+    return [
+        (next(explored), None, EXPLORE) if pos in positions else next(kept) for pos in range(length)
+    ]

@@ -1,15 +1,20 @@
 """The HTTP API against a real registry (MLflow on SQLite) and event store, and what each release
 (train, evaluate, register) leaves on its MLflow run page and model version."""
 
+import dataclasses
 import datetime as dt
 import json
+import re
+import threading
+import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from fastapi.testclient import TestClient
 
-from recsys import collect, events, features, pipeline, promote, synthetic, validate
-from recsys.config import CHAMPION, PipelineConfig, TrainConfig
+from recsys import collect, events, features, impressions, pipeline, promote, synthetic, validate
+from recsys.config import CHAMPION, PipelineConfig, ServingConfig, TrainConfig
 from recsys.lake import Interval
 from recsys.registry import Registry
 from recsys.serve import create_app
@@ -59,55 +64,103 @@ def client(served):
         yield c
 
 
+def _items(resp, source=None):
+    return [r["item_id"] for r in resp.json()["items"] if source in (None, r["source"])]
+
+
 def test_recommendations_exclude_seen_items_and_name_the_model(client, served):
     settings, v1, _ = served
     resp = client.get("/recommendations/u1", params={"k": 5})
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    assert body["model_version"] == v1
-    items = [r["item_id"] for r in body["items"]]
+    assert body["model_version"] == v1 and body["user_id"] == "u1" and not body["cold_start"]
+    assert resp.headers["X-Request-ID"] == body["request_id"]
+    assert resp.headers["X-Model-Version"] == v1
+    items = _items(resp)
     assert len(items) == 5 and len(set(items)) == 5
     seen = set(events.EventStore(settings.event_store_url).history("u1", limit=10_000))
     assert not seen & set(items)
-    scores = [r["score"] for r in body["items"]]
+    ranked = [r for r in body["items"] if r["source"] == "model"]
+    assert len(ranked) >= 4  # at most round(5 x 0.1) = 1 slot explores
+    scores = [r["score"] for r in ranked]
     assert scores == sorted(scores, reverse=True)
+    assert client.get("/recommendations/u1").json()["request_id"] != body["request_id"]
 
 
-def test_unknown_user_is_404_with_a_reason(client):
-    resp = client.get("/recommendations/nobody")
-    assert resp.status_code == 404
-    assert "unknown user 'nobody'" in resp.json()["detail"]
+def test_an_unknown_user_gets_the_trending_list_flagged_as_cold_start(client, served):
+    _, v1, _ = served
+    resp = client.get("/recommendations/nobody", params={"k": 5})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["cold_start"] and body["model_version"] == v1
+    popular = [r for r in body["items"] if r["source"] == "popular"]
+    expected = client.app.state.popularity.popular(5, exclude=set())
+    assert [r["item_id"] for r in popular] == [item for item, _, _ in expected][: len(popular)]
+    assert len(body["items"]) == 5 and popular[0]["score"] >= popular[-1]["score"] >= 0
 
 
-@pytest.mark.parametrize("query", [{"k": 0}, {"k": 101}, {"k": "ten"}, {"exclude_seen": "maybe"}])
-def test_bad_parameters_are_422(client, query):
-    resp = client.get("/recommendations/u1", params=query)
-    assert resp.status_code == 422
-    assert resp.json()["detail"]
+def test_a_new_user_gets_model_answers_after_their_first_event(client):
+    assert client.get("/recommendations/newbie").json()["cold_start"]
+    client.post("/events", json={"user_id": "newbie", "item_id": "i5"})
+    resp = client.get("/recommendations/newbie?k=3")
+    assert resp.status_code == 200 and len(resp.json()["items"]) == 3
+    assert not resp.json()["cold_start"] and "i5" not in _items(resp)
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"item_id": "i1"},
-        {"user_id": "", "item_id": "i1"},
-        {"user_id": "u1", "item_id": "i1", "event_type": "teleport"},
-        {"user_id": "u1", "item_id": "i1", "event_time": "not a time"},
-    ],
-)
-def test_malformed_events_are_422(client, body):
-    assert client.post("/events", json=body).status_code == 422
+def test_an_anonymous_session_is_ranked_from_the_items_it_sends(client):
+    resp = client.post("/recommendations", json={"items": ["i1", "i2", "i3"], "k": 4})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["user_id"] is None and not body["cold_start"] and len(body["items"]) == 4
+    assert not {"i1", "i2", "i3"} & set(_items(resp))
+    unseen = client.post("/recommendations", json={"items": ["i1"], "exclude_seen": False})
+    assert len(unseen.json()["items"]) == 10
+    for items in ([], ["brand-new-item"]):  # nothing the model knows: the trending list
+        assert client.post("/recommendations", json={"items": items}).json()["cold_start"]
+
+
+def test_a_new_item_is_explored_never_an_error(served):
+    settings, v1, _ = served
+    Registry(settings).set_alias(CHAMPION, v1)
+    explore_all = ServingConfig(exploration_share=1.0)  # every slot goes to a new item if any
+    with TestClient(create_app(settings, poll_seconds=0, serving=explore_all)) as c:
+        for user in ("u3", "u4"):
+            posted = {"user_id": user, "item_id": "brand-new-item", "event_type": "purchase"}
+            assert c.post("/events", json=posted).status_code == 201
+        c.app.state.popularity.refresh()  # what the poller does every minute
+        new, _ = c.app.state.popularity.new_items(v1, c.app.state.holder.current.recommender)
+        assert "brand-new-item" in new
+        resp = c.get("/recommendations/u1", params={"k": 100})
+        assert resp.status_code == 200, resp.text
+        explored, seen = _items(resp, "explore"), set(c.app.state.store.history("u1", 200))
+        assert "brand-new-item" in explored and explored
+        assert set(explored) == set(new) - seen  # k=100 > len(new): all new items u1 has not seen
+        assert all(r["score"] is None for r in resp.json()["items"] if r["source"] == "explore")
+        # a user whose only item is new to the model is a cold start, not an error
+        assert c.get("/recommendations/u3-twin").status_code == 200
+        c.post("/events", json={"user_id": "u3-twin", "item_id": "brand-new-item"})
+        twin = c.get("/recommendations/u3-twin", params={"k": 100}).json()
+        assert twin["cold_start"] and "brand-new-item" not in [r["item_id"] for r in twin["items"]]
 
 
 def test_a_new_event_changes_the_next_recommendations(client):
-    before = [r["item_id"] for r in client.get("/recommendations/u1?k=10").json()["items"]]
+    before = _items(client.get("/recommendations/u1?k=10"))
     posted = client.post(
         "/events", json={"user_id": "u1", "item_id": before[0], "event_type": "click"}
     )
     assert posted.status_code == 201 and posted.json()["stored"]
-    after = [r["item_id"] for r in client.get("/recommendations/u1?k=10").json()["items"]]
+    after = _items(client.get("/recommendations/u1?k=10"))
     assert before[0] not in after  # now seen, so excluded
     assert after != before
+
+
+def test_a_just_posted_event_counts_even_before_the_store_returns_it(client, monkeypatch):
+    store = client.app.state.store
+    stale = store.history_rows("u7", 10_000)  # what a lagging replica would still return
+    monkeypatch.setattr(store, "history_rows", lambda user, limit: stale[-limit:])
+    top = _items(client.get("/recommendations/u7?k=10"), "model")[0]
+    assert client.post("/events", json={"user_id": "u7", "item_id": top}).json()["stored"]
+    assert top not in _items(client.get("/recommendations/u7?k=10"))  # from the recent cache
 
 
 def test_posting_the_same_event_id_twice_stores_it_once(client, served):
@@ -120,11 +173,105 @@ def test_posting_the_same_event_id_twice_stores_it_once(client, served):
     assert store.count() == before + 1
 
 
-def test_a_new_user_gets_answers_after_their_first_event(client):
-    assert client.get("/recommendations/newbie").status_code == 404
-    client.post("/events", json={"user_id": "newbie", "item_id": "i5"})
-    resp = client.get("/recommendations/newbie?k=3")
-    assert resp.status_code == 200 and len(resp.json()["items"]) == 3
+def test_a_served_list_is_an_impression_and_its_click_is_joined(client, served):
+    settings, v1, _ = served
+    start = dt.datetime.now(dt.UTC)
+    resp = client.get("/recommendations/u5", params={"k": 5})
+    request_id, items = resp.json()["request_id"], _items(resp)
+    clicked = {"user_id": "u5", "item_id": items[1], "event_type": "click"}
+    posted = client.post("/events", json={**clicked, "request_id": request_id})
+    assert posted.status_code == 201 and posted.json()["request_id"] == request_id
+    assert client.app.state.impressions.flush(10)
+    end = dt.datetime.now(dt.UTC)
+    (shown,) = impressions.read(client.app.state.store.engine, start, end)
+    assert shown.request_id == request_id and shown.user_id == "u5"
+    assert shown.model_version == v1 and list(shown.items) == items and not shown.cold_start
+    ctr = impressions.ctr_by_version(settings.event_store_url, start, end)
+    assert ctr == {
+        v1: {"model_version": v1, "impressions": 1, "clicked": 1, "clicks": 1, "ctr": 1.0}
+    }
+
+
+def test_impressions_queued_at_shutdown_are_written(served):
+    settings, v1, _ = served
+    Registry(settings).set_alias(CHAMPION, v1)
+    start = dt.datetime.now(dt.UTC)
+    with TestClient(create_app(settings, poll_seconds=0)) as c:
+        ids = [c.get(f"/recommendations/u{n}").json()["request_id"] for n in range(1, 6)]
+    engine = events.EventStore(settings.event_store_url).engine
+    shown = impressions.read(engine, start, dt.datetime.now(dt.UTC))
+    assert set(ids) <= {imp.request_id for imp in shown}
+
+
+BAD_EVENTS = [
+    {"item_id": "i1"},
+    {"user_id": "", "item_id": "i1"},
+    {"user_id": "u1", "item_id": "i1", "event_type": "teleport"},
+    {"user_id": "u1", "item_id": "i1", "event_time": "not a time"},
+    {"user_id": "u1", "item_id": "i1", "event_time": "2999-01-01T00:00:00Z"},
+    {"user_id": "u1", "item_id": "i1", "event_type": "rating"},  # a rating needs a value
+    {"user_id": "u1", "item_id": "i1", "value": "lots"},
+    {"user_id": "u1", "item_id": "x" * 129},
+    {"user_id": 7, "item_id": "i1"},
+    {"user_id": ["u1"], "item_id": "i1"},
+    {"user_id": "u1", "item_id": "i1", "request_id": "../etc/passwd"},
+    {"user_id": "u1", "item_id": "i1", "colour": "red"},  # unknown fields are refused
+]
+BAD_SESSIONS = [
+    {"items": "i1"},
+    {"items": [1, 2]},
+    {"items": [""]},
+    {"items": ["i1"] * 201},
+    {"items": [["i1"]]},
+    {"k": 0},
+    {"k": 101},
+    {"k": "ten"},
+    {"items": ["i1"], "exclude_seen": "maybe"},
+    {"items": ["i1"], "user": "typo"},
+]
+RAW = ["", "{", "[]", "null", '"i1"', '{"user_id": "u1", "item_id": "i1", "value": NaN}']
+
+
+@pytest.mark.parametrize("query", [{"k": 0}, {"k": 101}, {"k": "ten"}, {"exclude_seen": "maybe"}])
+def test_bad_parameters_are_422(client, query):
+    resp = client.get("/recommendations/u1", params=query)
+    assert resp.status_code == 422
+    assert resp.json()["detail"]
+
+
+@pytest.mark.parametrize("body", BAD_EVENTS)
+def test_malformed_events_are_422(client, body):
+    resp = client.post("/events", json=body)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["detail"][0]["msg"]  # says what is wrong
+
+
+@pytest.mark.parametrize("body", BAD_SESSIONS)
+def test_malformed_sessions_are_422(client, body):
+    assert client.post("/recommendations", json=body).status_code == 422
+
+
+@pytest.mark.parametrize("path", ["/events", "/recommendations"])
+@pytest.mark.parametrize("raw", RAW)
+def test_malformed_json_is_422_never_500(client, path, raw):
+    resp = client.post(path, content=raw, headers={"content-type": "application/json"})
+    assert resp.status_code == 422, resp.text
+
+
+def test_oversized_requests_are_refused(client):
+    assert client.get("/recommendations/" + "u" * 129).status_code == 422
+    huge = {"items": ["i1"] * 20_000}  # ~140 kB > max_body_bytes
+    resp = client.post("/recommendations", json=huge)
+    assert resp.status_code == 413 and "X-Request-ID" in resp.headers
+
+    def chunks():  # no Content-Length: the body is counted as it arrives
+        yield b'{"items": ['
+        for _ in range(20_000):
+            yield b'"i1",'
+        yield b'"i1"]}'
+
+    assert client.post("/recommendations", content=chunks()).status_code == 413
+    assert client.post("/recommendations", json={"items": ["i1"]}).status_code == 200
 
 
 def test_switches_model_version_after_the_alias_moves(client, served):
@@ -134,6 +281,109 @@ def test_switches_model_version_after_the_alias_moves(client, served):
     assert client.app.state.holder.refresh() is True  # what the poller does every few seconds
     assert client.get("/recommendations/u1").json()["model_version"] == v2
     assert client.get("/health").json()["reloads"] == 2
+
+
+def _wait_for(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_an_alias_move_under_load_fails_no_request(client, served):
+    settings, v1, v2 = served
+    stop, answers = threading.Event(), []
+
+    def hammer(n: int) -> None:
+        while not stop.is_set():
+            if n % 2:
+                resp = client.get(f"/recommendations/u{n}", params={"k": 5})
+            else:
+                resp = client.post("/recommendations", json={"items": ["i1", f"i{n}"]})
+            answers.append((n, resp.status_code, resp.json().get("model_version")))
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(1, 5)]
+    for t in threads:
+        t.start()
+    try:
+        _wait_for(lambda: len(answers) >= 20)
+        Registry(settings).set_alias(CHAMPION, v2)
+        assert client.app.state.holder.refresh() is True
+        swapped = len(answers)
+        _wait_for(lambda: len(answers) >= swapped + 20)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert {status for _, status, _ in answers} == {200}
+    assert {version for _, _, version in answers} == {v1, v2}
+    for n in range(1, 5):  # every thread ends on the new model
+        assert [version for m, _, version in answers if m == n][-1] == v2
+
+
+def test_a_registry_outage_keeps_serving_and_shows_in_health(client, served, monkeypatch):
+    settings, v1, v2 = served
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    holder = client.app.state.holder
+    holder.settings = dataclasses.replace(settings, tracking_uri="http://127.0.0.1:9")
+    try:
+        assert holder.refresh() is False
+    finally:
+        holder.settings = settings
+        Registry(settings)  # points mlflow back at the real registry
+    resp = client.get("/recommendations/u1")
+    assert resp.status_code == 200 and resp.json()["model_version"] == v1
+    health = client.get("/health").json()
+    assert health["status"] == "degraded" and health["last_error"]
+    assert health["reload_errors"] == 1 and health["model_version"] == v1
+    assert client.get("/ready").json() == {"ready": True, "model_version": v1}
+    # a version that fails to load is not swapped in either
+    Registry(settings).set_alias(CHAMPION, v2)
+    broken = mock.Mock(side_effect=RuntimeError("corrupt checkpoint"))
+    monkeypatch.setattr("recsys.serve.Recommender.load", broken)
+    assert holder.refresh() is False and broken.called
+    assert client.get("/recommendations/u1").json()["model_version"] == v1
+    assert "corrupt checkpoint" in client.get("/health").json()["last_error"]
+    monkeypatch.undo()
+    assert holder.refresh() is True and client.get("/health").json()["last_error"] is None
+
+
+def test_not_ready_without_a_model(served, monkeypatch):
+    settings, _, _ = served
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    unreachable = dataclasses.replace(settings, tracking_uri="http://127.0.0.1:9")
+    try:
+        with TestClient(create_app(unreachable, poll_seconds=0)) as c:
+            assert c.get("/health").status_code == 200
+            assert c.get("/ready").status_code == 503
+            assert c.get("/recommendations/u1").status_code == 503
+            assert "recsys_model_loaded 0" in c.get("/metrics").text
+    finally:
+        Registry(settings)
+
+
+def test_metrics_are_prometheus_text(client, served):
+    _, v1, _ = served
+    client.get("/recommendations/u1")
+    client.get("/recommendations/nobody-at-all")
+    client.post("/events", json={"item_id": "i1"})
+    resp = client.get("/metrics")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    lines = resp.text.splitlines()
+    sample = re.compile(r'^[a-z_]+(\{([a-z_]+="[^"]*",?)+\})? -?[0-9.e+]+$')
+    assert all(sample.match(line) for line in lines if not line.startswith("#")), resp.text
+    text = resp.text
+    route = 'route="/recommendations/{user_id}"'
+    assert f'recsys_http_requests_total{{{route},method="GET",status="200"}} 2' in text
+    assert 'recsys_http_requests_total{route="/events",method="POST",status="422"} 1' in text
+    assert f'recsys_http_request_duration_seconds_bucket{{{route},le="+Inf"}} 2' in text
+    assert f"recsys_http_request_duration_seconds_count{{{route}}} 2" in text
+    assert "# TYPE recsys_http_request_duration_seconds histogram" in text
+    assert f'recsys_model_info{{version="{v1}"}} 1' in text
+    assert "recsys_model_loaded 1" in text and "recsys_model_reloads_total 1" in text
+    assert "recsys_model_reload_errors_total 0" in text and "recsys_http_errors_total 0" in text
+    assert "recsys_cold_start_total 1" in text and "recsys_model_lists_total 1" in text
 
 
 # -- the run page and the model version of each release ------------------------------------------
