@@ -1,0 +1,409 @@
+"""Serving benchmark: our API versus ``mlflow models serve``, same champion, same load.
+
+    .venv/bin/python bench/serve.py                          # MovieLens-100K, 15 s per level
+    .venv/bin/python bench/serve.py --seconds 2 --clients 1,8 --no-mlflow   # smoke
+    .venv/bin/python bench/serve.py --home ~/.recsys         # an existing home with a champion
+
+Setup (not timed): MovieLens-100K into the event store of a temporary ``RECSYS_HOME``, one
+interval covering all of it through collect, validate and features, a full model trained for
+``--epochs`` (the benchmark measures serving, not quality), registered and forced to champion.
+With ``--home``, a champion already there is served as it is (none: one is built there). For the
+reload, the champion's run is registered again as a second version.
+
+Both servers run as subprocesses with one worker each: ``recsys serve`` (uvicorn, one process,
+torch at ``ServingConfig.torch_threads`` intra-op threads) and ``mlflow models serve -w 1
+--env-manager local`` (uvicorn, torch's default threads). ``bench/loadgen.py`` drives each in its
+own process: 1, 8 and 32 closed-loop clients on keep-alive connections, the same users in the
+same order. Our API gets ``GET /recommendations/{user}?k=10`` and reads the history itself; MLflow
+gets that user's history as read from the same store (``dataframe_split``, ``params.k=10``).
+
+Reload: a second API instance polling every ``--poll-seconds`` serves 8 clients while the
+``champion`` alias moves to the second version; it reports the percentiles of the 5 s after the
+move, the errors, and the time until the first answer from the new version. Results are logged to
+the MLflow experiment ``bench-serve`` of the benchmark's home unless ``--no-mlflow``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys.config import CHAMPION, PipelineConfig, Settings
+
+HERE = Path(__file__).resolve().parent
+LOADGEN = HERE / "loadgen.py"
+BIN = Path(sys.executable).parent
+K = 10
+RELOAD_CLIENTS = 8
+RELOAD_WINDOW = 5.0  # seconds after the alias move whose latencies are reported
+
+
+# -- setup ------------------------------------------------------------------------------------
+def build_champion(settings: Settings, epochs: int, cache: Path) -> None:
+    """MovieLens-100K -> one interval -> features -> a full model, registered and promoted."""
+    import pandas as pd
+
+    from recsys import collect, events, features, pipeline, promote, validate
+    from recsys.lake import Interval
+    from recsys.movielens import load_ml100k
+
+    store = events.EventStore(settings.event_store_url)
+    events.import_frame(store, pd.DataFrame.from_records(load_ml100k(None, cache)), "rating")
+    first, last = store.bounds()
+    start = dt.datetime.combine(first.date(), dt.time())
+    interval = Interval(start, dt.datetime.combine(last.date(), dt.time()) + dt.timedelta(days=1))
+    collect.run(settings, interval)
+    checked = validate.run(settings, interval)
+    if not checked["success"]:
+        raise SystemExit(f"MovieLens-100K failed validation: {checked['summary']}")
+    features.run(settings, interval)
+    cfg = PipelineConfig().with_epochs("full", epochs)
+    trained = pipeline.train(settings, "full", cfg)
+    pipeline.evaluate(settings, trained["run_id"], cfg)
+    version = pipeline.register(settings, trained["run_id"])["version"]
+    promote.run(settings, version, cfg, force="serving benchmark setup")
+
+
+def second_version(settings: Settings) -> tuple[str, str]:
+    """(champion, new version): the champion's run registered again, for the reload."""
+    from recsys import pipeline
+    from recsys.registry import Registry
+
+    champion = Registry(settings).alias(CHAMPION)
+    if champion is None:
+        raise SystemExit(f"no {CHAMPION} in {settings.tracking_uri}")
+    return str(champion.version), pipeline.register(settings, champion.run_id)["version"]
+
+
+def request_mix(settings: Settings, n_users: int, seed: int) -> tuple[list, list]:
+    """(ours, mlflow's): one request per sampled user, in the same order for both servers."""
+    import sqlalchemy as sa
+
+    from recsys import schema as S
+    from recsys.events import EventStore, events_table
+
+    store = EventStore(settings.event_store_url)
+    with store.engine.connect() as conn:
+        query = sa.select(events_table.c[S.USER_ID]).distinct()
+        users = sorted(str(row[0]) for row in conn.execute(query))
+    rng = np.random.default_rng(seed)
+    picked = [users[i] for i in rng.choice(len(users), min(n_users, len(users)), replace=False)]
+    max_len = PipelineConfig().model.max_len
+    ours, theirs = [], []
+    for user in picked:
+        ours.append({"method": "GET", "path": f"/recommendations/{user}?k={K}", "body": None})
+        body = {
+            "dataframe_split": {"columns": ["history"], "data": [[store.history(user, max_len)]]},
+            "params": {"k": K},
+        }
+        theirs.append({"method": "POST", "path": "/invocations", "body": body})
+    return ours, theirs
+
+
+# -- processes ---------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], env: dict[str, str], log: Path, stack: ExitStack) -> subprocess.Popen:
+    """Start ``cmd`` in its own process group, stopped as a group when ``stack`` closes."""
+    out = log.open("w")
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    stack.callback(stop, proc, out)
+    return proc
+
+
+def stop(proc: subprocess.Popen, out: Any) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+    out.close()
+
+
+def wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float = 300.0) -> float:
+    """Seconds until ``url`` answers 200; exits with the log's tail if the process dies first."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if proc.poll() is not None:
+            tail = log.read_text()[-3000:]
+            raise SystemExit(f"{proc.args[:4]} exited with {proc.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return time.perf_counter() - t0
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    raise SystemExit(f"{url} not ready after {timeout:.0f} s; log: {log}")
+
+
+def check_answer(port: int, request: dict[str, Any]) -> int:
+    """Items in the answer to ``request``: a 200 with an empty list would be a hollow benchmark."""
+    body = None if request["body"] is None else json.dumps(request["body"]).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{request['path']}",
+        data=body,
+        method=request["method"],
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        answer = json.loads(resp.read())
+    if "items" in answer:  # ours
+        return len(answer["items"])
+    return len(answer["predictions"][0]["recommendations"])  # mlflow's pyfunc scoring server
+
+
+def load(port: int, requests: Path, clients: int, seconds: float, out: Path) -> dict[str, Any]:
+    """Run the load generator in its own process and return its samples."""
+    cmd = [sys.executable, str(LOADGEN), "--port", str(port), "--requests", str(requests)]
+    cmd += ["--clients", str(clients), "--seconds", str(seconds), "--out", str(out)]
+    subprocess.run(cmd, check=True)
+    return json.loads(out.read_text())
+
+
+# -- statistics --------------------------------------------------------------------------------
+def summarize(samples: list, seconds: float) -> dict[str, float]:
+    """req/s (answers with 200), latency percentiles (ms, all answers) and errors."""
+    lat = np.array([s[1] for s in samples]) * 1000 if samples else np.array([np.nan])
+    errors = sum(1 for s in samples if s[2] != 200)
+    p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+    return {
+        "req_s": (len(samples) - errors) / seconds,
+        "p50_ms": float(p50),
+        "p95_ms": float(p95),
+        "p99_ms": float(p99),
+        "errors": errors,
+        "requests": len(samples),
+    }
+
+
+def reload_stats(run: dict[str, Any], moved_at: float, old: str, new: str) -> dict[str, Any]:
+    """Latency around a champion move: the window after it, time to the first new answer."""
+    samples = run["samples"]
+    window = [s for s in samples if moved_at <= s[0] < moved_at + RELOAD_WINDOW]
+    stats = summarize(window, RELOAD_WINDOW)
+    first_new = min((s[0] + s[1] for s in samples if s[3] == new), default=None)
+    stats["errors_whole_run"] = sum(1 for s in samples if s[2] != 200)
+    stats["seconds_to_new_version"] = (
+        first_new - moved_at if first_new is not None else float("nan")
+    )
+    started_after = first_new if first_new is not None else float("inf")
+    stats["old_version_after_swap"] = sum(
+        1 for s in samples if s[0] > started_after and s[3] == old
+    )
+    return stats
+
+
+# -- the benchmark -------------------------------------------------------------------------------
+def child_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        RECSYS_HOME=str(settings.home),
+        RECSYS_EVENT_STORE_URL=settings.event_store_url,
+        RECSYS_LAKE_ROOT=str(settings.lake_root),
+        RECSYS_ARTIFACT_ROOT=settings.artifact_root,
+        MLFLOW_TRACKING_URI=settings.tracking_uri,
+        MLFLOW_REGISTRY_URI=settings.tracking_uri,
+        # mlflow models serve execs ``uvicorn`` by name: the venv's, even when not activated
+        PATH=os.pathsep.join([str(BIN), os.environ.get("PATH", "")]),
+    )
+    return env
+
+
+def run_levels(
+    args: argparse.Namespace, settings: Settings, work: Path, stack: ExitStack
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Start both servers and load each at every client level; returns (rows, server notes)."""
+    env = child_env(settings)
+    ours, theirs = request_mix(settings, args.users, args.seed)
+    (work / "ours.json").write_text(json.dumps(ours))
+    (work / "mlflow.json").write_text(json.dumps(theirs))
+    api_port, mlflow_port = free_port(), free_port()
+    api_cmd = [str(BIN / "recsys"), "serve", "--port", str(api_port), "--poll-seconds", "10"]
+    mlflow_cmd = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/recsys@{CHAMPION}"]
+    mlflow_cmd += ["--env-manager", "local", "-w", "1", "-h", "127.0.0.1", "-p", str(mlflow_port)]
+    servers = {
+        "recsys serve": (api_cmd, api_port, "/ready", "ours.json"),
+        "mlflow models serve": (mlflow_cmd, mlflow_port, "/ping", "mlflow.json"),
+    }
+    rows, notes = [], {}
+    for name, (cmd, port, probe, reqs) in servers.items():
+        log = work / f"{name.split()[0]}.log"
+        proc = start(cmd, env, log, stack)
+        startup = wait_ready(proc, f"http://127.0.0.1:{port}{probe}", log)
+        notes[name] = {"command": " ".join(cmd), "startup_s": round(startup, 1), "log": str(log)}
+        first = json.loads((work / reqs).read_text())[0]
+        if (n := check_answer(port, first)) != K:
+            raise SystemExit(f"{name} answered {n} items instead of {K} to {first['path']}")
+        print(f"{name}: ready in {startup:.1f} s ({' '.join(cmd[1:])})", flush=True)
+        for clients in args.clients:
+            out = work / f"{name.split()[0]}-{clients}.json"
+            result = load(port, work / reqs, clients, args.seconds, out)
+            row = {"server": name, "clients": clients, **summarize(result["samples"], args.seconds)}
+            rows.append(row)
+            print(
+                f"  {clients:>3} clients: {row['req_s']:8.1f} req/s  p99 {row['p99_ms']:7.1f} ms"
+                f"  errors {row['errors']}",
+                flush=True,
+            )
+        stop(proc, open(os.devnull))  # free the cores before the next server
+    return rows, notes
+
+
+def run_reload(
+    args: argparse.Namespace, settings: Settings, work: Path, stack: ExitStack
+) -> dict[str, Any]:
+    """8 clients on a fresh API instance while the champion alias moves to another version."""
+    from recsys.registry import Registry
+
+    old, new = second_version(settings)
+    port = free_port()
+    cmd = [str(BIN / "recsys"), "serve", "--port", str(port)]
+    cmd += ["--poll-seconds", str(args.poll_seconds)]
+    log = work / "recsys-reload.log"
+    proc = start(cmd, child_env(settings), log, stack)
+    wait_ready(proc, f"http://127.0.0.1:{port}/ready", log)
+    before, after = 4.0, RELOAD_WINDOW + 4.0
+    gen = subprocess.Popen(
+        [sys.executable, str(LOADGEN), "--port", str(port), "--requests", str(work / "ours.json")]
+        + ["--clients", str(RELOAD_CLIENTS), "--seconds", str(before + after)]
+        + ["--out", str(work / "reload.json")]
+    )
+    stack.callback(gen.kill)  # a no-op once it has finished
+    time.sleep(1.0 + before)  # the load generator's warmup, then a steady start
+    moved_at = time.time()
+    Registry(settings).set_alias(CHAMPION, new)
+    if gen.wait() != 0:
+        raise SystemExit("the load generator failed during the reload")
+    stats = reload_stats(json.loads((work / "reload.json").read_text()), moved_at, old, new)
+    stop(proc, open(os.devnull))
+    Registry(settings).set_alias(CHAMPION, old)  # leave the home as it was found
+    return {"from_version": old, "to_version": new, **stats}
+
+
+def report(rows: list[dict[str, Any]], reload: dict[str, Any], notes: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{'server':<20}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}"
+        f"{'p99 ms':>9}{'errors':>8}"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['server']:<20}{r['clients']:>8}{r['req_s']:>10.1f}{r['p50_ms']:>9.1f}"
+            f"{r['p95_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['errors']:>8}"
+        )
+    ours = {r["clients"]: r for r in rows if r["server"] == "recsys serve"}
+    theirs = {r["clients"]: r for r in rows if r["server"] == "mlflow models serve"}
+    lines.append("")
+    for c in sorted(set(ours) & set(theirs)):
+        ratio = ours[c]["req_s"] / theirs[c]["req_s"] if theirs[c]["req_s"] else float("inf")
+        lines.append(f"throughput ours / mlflow at {c:>2} clients: {ratio:5.1f}x")
+    if 8 in ours and 8 in theirs:
+        p99, ratio = ours[8]["p99_ms"], ours[8]["req_s"] / max(theirs[8]["req_s"], 1e-9)
+        lines.append(
+            f"targets at 8 clients: p99 {p99:.1f} ms (< 20: {'met' if p99 < 20 else 'MISSED'}), "
+            f"throughput {ratio:.1f}x mlflow (>= 5x: {'met' if ratio >= 5 else 'MISSED'})"
+        )
+    if reload:
+        lines.append(
+            f"reload under load ({RELOAD_CLIENTS} clients, v{reload['from_version']} -> "
+            f"v{reload['to_version']}): {RELOAD_WINDOW:.0f} s after the alias move "
+            f"p50 {reload['p50_ms']:.1f} / p95 {reload['p95_ms']:.1f} / "
+            f"p99 {reload['p99_ms']:.1f} ms, {reload['req_s']:.0f} req/s, "
+            f"errors {reload['errors_whole_run']} (whole run); first answer from the new "
+            f"version {reload['seconds_to_new_version']:.2f} s after the move; "
+            f"{reload['old_version_after_swap']} answers from the old version started after it"
+        )
+    for name, note in notes.items():
+        lines.append(f"{name}: {note['command']} (ready in {note['startup_s']} s)")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--home", type=Path, help="a RECSYS_HOME; its champion is served, or one is built there"
+    )
+    parser.add_argument("--epochs", type=int, default=5, help="epochs of the benchmark's model")
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per level")
+    parser.add_argument(
+        "--clients", default="1,8,32", type=lambda s: [int(c) for c in s.split(",")]
+    )
+    parser.add_argument("--users", type=int, default=500, help="MovieLens users in the mix")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--poll-seconds", type=float, default=1.0, help="reload run's polling")
+    parser.add_argument("--no-reload", action="store_true", help="skip the reload measurement")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "recsys-bench")
+    parser.add_argument("--no-mlflow", action="store_true", help="print only")
+    args = parser.parse_args()
+
+    home = args.home or Path(tempfile.mkdtemp(prefix="recsys-bench-serve-"))
+    settings = Settings.from_env({"RECSYS_HOME": str(home)})
+    os.environ.update(child_env(settings))  # log_benchmark logs into the same home
+    from recsys.registry import Registry
+
+    if Registry(settings).alias(CHAMPION) is None:
+        t0 = time.perf_counter()
+        build_champion(settings, args.epochs, args.cache)
+        print(f"setup: champion trained in {home} in {time.perf_counter() - t0:.0f} s", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))  # so the servers stop too
+    with ExitStack() as stack:
+        rows, notes = run_levels(args, settings, work, stack)
+        reload = {} if args.no_reload else run_reload(args, settings, work, stack)
+    lines = report(rows, reload, notes)
+    print(
+        f"\nrecsys serving benchmark: {os.cpu_count()} cores, {args.seconds:g} s per level, "
+        f"{args.users} MovieLens-100K users, k={K}"
+    )
+    print("\n".join(lines))
+    if not args.no_mlflow:
+        metrics = {
+            f"{r['server'].split()[0]}.c{r['clients']}.{key}": r[key]
+            for r in rows
+            for key in ("req_s", "p50_ms", "p95_ms", "p99_ms", "errors")
+        }
+        metrics.update({f"reload.{k}": v for k, v in reload.items() if isinstance(v, float | int)})
+        params = {
+            "seconds": args.seconds,
+            "clients": args.clients,
+            "users": args.users,
+            "epochs": args.epochs,
+            "home": str(home),
+            "cpus": os.cpu_count(),
+            "k": K,
+        }
+        params.update({f"cmd.{name.split()[0]}": n["command"] for name, n in notes.items()})
+        from common import log_benchmark
+
+        tables = {"serve": rows, **({"reload": [reload]} if reload else {})}
+        run_id = log_benchmark("serve", params, metrics, tables=tables)
+        print(f"logged to MLflow run {run_id} (experiment bench-serve, {settings.tracking_uri})")
+
+
+if __name__ == "__main__":
+    main()
