@@ -146,3 +146,11 @@ def training_params() -> dict[str, Param]:
 def release(mode: str) -> Any:
     """train -> evaluate -> register -> promote, the chain both training DAGs run."""
     return promote(register(evaluate(train(mode))))
+
+
+@task
+def online_guard() -> dict[str, Any]:
+    """Roll ``champion`` back if its online CTR dropped clearly below its predecessor's."""
+    from recsys import online_guard as guard
+
+    return guard.check(_settings())  # logs a warning, and records the move, when it rolls back

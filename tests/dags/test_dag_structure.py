@@ -26,6 +26,7 @@ def test_every_file_loads_without_errors(dagbag):
         "recsys_ingest",
         "recsys_full_retrain",
         "recsys_incremental_finetune",
+        "recsys_online_guard",
     }
 
 
@@ -61,6 +62,7 @@ def test_parsing_imports_no_heavy_library(path):
             {"recsys", "training"},
             {("train", "evaluate"), ("evaluate", "register"), ("register", "promote")},
         ),
+        ("recsys_online_guard", "CronTriggerTimetable 0 * * * *", {"recsys", "promotion"}, set()),
     ],
 )
 def test_dag_shape(dagbag, dag_id, schedule, tags, tasks):

@@ -1,0 +1,34 @@
+"""
+### recsys_online_guard
+
+Hourly: compare the live champion's online click-through rate (served lists joined with the clicks
+that name their request id) with its predecessor's, and **roll `champion` back** when it dropped by
+more than the configured share with significance (`[online]` in `recsys/promotion.toml`). The
+rollback is recorded in the alias log like any other move (`recsys registry history`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import dag
+
+from recsys.dag_tasks import online_guard
+
+
+@dag(
+    dag_id="recsys_online_guard",
+    schedule="@hourly",
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
+    tags=["recsys", "promotion"],
+    doc_md=__doc__,
+)
+def recsys_online_guard() -> None:
+    online_guard()
+
+
+recsys_online_guard()
