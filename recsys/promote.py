@@ -92,6 +92,7 @@ def run(
     from recsys.gate import Criterion, GateConfig, ModelEvidence, Verdict, decide
     from recsys.pipeline import TAG_FEATURES, TAG_PARENT, split_of
     from recsys.registry import Registry
+    from recsys.shadow import compare as shadow_compare
 
     if force is not None and block is not None:
         raise ValueError("give either force or block, not both")
@@ -114,6 +115,7 @@ def run(
     metrics = run_.data.metrics
 
     chal_rec, error = _load(reg, version)
+    shadow: dict[str, float] = {}
     if chal_rec is None:
         chal_ev = None
         verdict = Verdict(False, f"infra validation failed: {error}", [
@@ -138,10 +140,17 @@ def run(
             chal_ev = dataclasses.replace(chal_ev, p95_ms=p95[0])
             champ_ev = dataclasses.replace(champ_ev, p95_ms=p95[1])
         verdict = decide(chal_ev, champ_ev, gate_cfg, force=force, block=block)
+        if champion is not None:  # replay the champion's recent real requests through it
+            users = fs.sequences()[0]
+            ranks = {"challenger": chal_ev.ranks}
+            if champ_ev is not None:
+                ranks["champion"] = champ_ev.ranks
+            user_ids = [users[i] for i in split.test_users]
+            shadow = shadow_compare(settings, chal_rec, champ_version, user_ids, ranks, gate_cfg.k)
     if verdict.promote:
         kind = "force" if force else "promote"
         verdict = _move_champion(settings, reg, version, champ_version or None, verdict, kind)
-    _record(reg, settings, challenger, run_, verdict, champ_version, eval_set, gate_cfg)
+    _record(reg, settings, challenger, run_, verdict, champ_version, eval_set, gate_cfg, shadow)
     log.info("version %s %s: %s", version, "promoted" if verdict.promote else "rejected",
              verdict.reason)  # fmt: skip
     return {
@@ -150,13 +159,15 @@ def run(
         "reason": verdict.reason,
         "criteria": [c.row() for c in verdict.criteria],
         "evaluation_set": eval_set,
+        "shadow": shadow,
         "champion_before": champ_version or None,
         "champion": version if verdict.promote else champ_version or None,
     }
 
 
 def _record(reg: Any, settings: Settings, challenger: Any, run_: Any, verdict: Any,
-            champ_version: str, eval_set: str, gate_cfg: Any) -> None:  # fmt: skip
+            champ_version: str, eval_set: str, gate_cfg: Any,
+            shadow: dict[str, float]) -> None:  # fmt: skip
     """Write the decision on the version, on the challenger's run and as a promotion run."""
     verdict_word = "promoted" if verdict.promote else "rejected"
     tags = {
@@ -170,9 +181,14 @@ def _record(reg: Any, settings: Settings, challenger: Any, run_: Any, verdict: A
         key = "promotion.criterion." + "".join(ch if ch.isalnum() else "_" for ch in c.name)
         tags[key.rstrip("_")] = f"{'pass' if c.passed else 'FAIL'} {_num(c.challenger)} vs " \
                                 f"{_num(c.champion)} ({c.threshold})"  # fmt: skip
+    tags.update({f"promotion.{k}": f"{v:.4f}" for k, v in shadow.items()})
     text = description(challenger, run_, verdict, champ_version, eval_set)
+    if shadow:
+        text += "\n\n## Shadow comparison\n" + "\n".join(
+            f"- {k.removeprefix('shadow.')}: {v:.4f}" for k, v in shadow.items()
+        )
     reg.tag_version(str(challenger.version), tags, description=text)
-    reg.log(challenger.run_id, tags=tags)
+    reg.log(challenger.run_id, tags=tags, metrics=shadow)
     rows = [c.row() for c in verdict.criteria]
     decision_run = reg.create_run(
         f"promotion-v{challenger.version}",
@@ -180,7 +196,7 @@ def _record(reg: Any, settings: Settings, challenger: Any, run_: Any, verdict: A
         experiment=f"{settings.experiment}-promotion",
     )
     reg.log(decision_run, params={f"gate.{k}": v for k, v in dataclasses.asdict(gate_cfg).items()})
-    reg.log(decision_run, metrics={"promoted": float(verdict.promote)})
+    reg.log(decision_run, metrics={"promoted": float(verdict.promote), **shadow})
     reg.log_dict(decision_run, {"verdict": verdict.reason, "criteria": rows}, "gate.json")
     reg.log_text(decision_run, text, "gate.md")
 

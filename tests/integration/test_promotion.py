@@ -96,3 +96,38 @@ def test_gate_is_deterministic(home):
     again = [(c["criterion"], c["challenger"], c["champion"]) for c in b["criteria"]
              if "latency" not in c["criterion"]]  # fmt: skip
     assert exact == again and a["evaluation_set"] == b["evaluation_set"]
+
+
+def test_shadow_comparison_replays_the_champions_recent_requests(home, tmp_path):
+    import datetime as dt
+
+    from recsys.events import EventStore
+    from recsys.impressions import Impression, ImpressionLog
+    from recsys.recommender import Recommender
+
+    reg = Registry(home)
+    if len(reg.versions()) < 2:
+        pytest.fail("needs the versions of test_gate_end_to_end")
+    champion = str(reg.alias(CHAMPION).version)
+    other = next(str(v.version) for v in reg.versions() if str(v.version) != champion)
+    challenger = Recommender.load(reg.version_checkpoint(other, tmp_path))
+    store = EventStore(home.event_store_url)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    shown = []
+    for i, user in enumerate(f"u{n}" for n in range(1, 41)):
+        history = store.history(user, limit=challenger.checkpoint.model_config.max_len)
+        assert history, user
+        # Half the lists are what the challenger would serve, half share nothing with it.
+        same = tuple(item for item, _ in challenger.recommend(history, k=10))
+        items = same if i % 2 == 0 else tuple(f"zz-{j}" for j in range(10))
+        shown.append(Impression(f"shadow-{i}", user, champion, items, now))
+    ImpressionLog(store.engine).write(shown)
+
+    result = promote.run(home, other, block="shadow check only")
+    shadow = result["shadow"]
+    assert shadow["shadow.n_requests"] == 40
+    assert shadow["shadow.overlap_at_10"] == pytest.approx(0.5)
+    assert shadow["shadow.n_users_evaluated"] == 40
+    assert 0 <= shadow["shadow.challenger.ndcg_at_10"] <= 1
+    assert "## Shadow comparison" in reg.version(other).description
+    assert float(reg.version(other).tags["promotion.shadow.overlap_at_10"]) == pytest.approx(0.5)
