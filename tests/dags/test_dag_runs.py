@@ -55,6 +55,8 @@ def test_ingest_retrain_finetune_loop(airflow_db, settings, dagbag):
     champion = reg.alias(CHAMPION)
     assert champion is not None and champion.tags["promotion.decision"] == "promoted"
     assert float(champion.tags["test.ndcg_at_10"]) > 0
+    page = champion.description  # the version page names the DAG run that made it
+    assert "DAG `recsys_full_retrain`" in page and "all validated by Great" in page
 
     run = dagbag.dags["recsys_incremental_finetune"].test()
     assert run.state == "success"
