@@ -95,11 +95,11 @@ def forgetting_metrics(parent: Any, ckpt: Any, splits: Any, n_items: int, k: int
     return out
 
 
-def split_of(fs: Any, cfg: PipelineConfig, since: dt.datetime | None = None) -> Any:
-    """The leave-last-out split of a snapshot (of the users active since ``since``, if given)."""
+def split_of(fs: Any, cfg: PipelineConfig) -> Any:
+    """The leave-last-out split of a snapshot's sequences."""
     from recsys import evaluate as E
 
-    _, sequences = fs.sequences(since)
+    _, sequences = fs.sequences()
     return E.leave_last_out(sequences, min_events=cfg.eval.min_events)
 
 
