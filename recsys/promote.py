@@ -134,11 +134,13 @@ def run(
                 log.warning("champion v%s is broken (%s): judged as missing", champ_version,
                             champ_error or champ_ev and champ_ev.smoke_error)  # fmt: skip
                 champ_ev = None
-        if champ_ev is not None and chal_ev.smoke_ok:  # time both side by side: fair under load
+        if chal_ev.smoke_ok:  # time the models once, side by side: fair on a busy machine
+            timed = [chal_rec] if champ_ev is None else [chal_rec, champ_rec]
             histories = latency_sample(split, fs.item_ids, gate_cfg.seed)
-            p95 = latency_p95_ms([chal_rec, champ_rec], histories, gate_cfg.k)
+            p95 = latency_p95_ms(timed, histories, gate_cfg.k)
             chal_ev = dataclasses.replace(chal_ev, p95_ms=p95[0])
-            champ_ev = dataclasses.replace(champ_ev, p95_ms=p95[1])
+            if champ_ev is not None:
+                champ_ev = dataclasses.replace(champ_ev, p95_ms=p95[1])
         verdict = decide(chal_ev, champ_ev, gate_cfg, force=force, block=block)
         if champion is not None:  # replay the champion's recent real requests through it
             users = fs.sequences()[0]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recsys.evaluate import evaluate_model, leave_last_out
-from recsys.evidence import gather, smoke
+from recsys.evidence import gather, latency_p95_ms, latency_sample, smoke
 from recsys.gate import GateConfig, ndcg_per_user
 from recsys.model import build_model
 from recsys.recommender import Recommender
@@ -33,7 +33,26 @@ def test_gathered_ranks_match_offline_evaluation(setup):
     assert len(ev.ranks) == offline["n_users"]
     lengths = np.array([len(c) + 1 for c in split.test_context])
     assert len(ev.cold_ranks) == int((lengths <= 5).sum()) >= 1
-    assert 0 < ev.coverage <= 1 and ev.p95_ms > 0 and ev.smoke_ok
+    assert 0 < ev.coverage <= 1 and ev.smoke_ok
+    assert ev.p95_ms != ev.p95_ms  # NaN: the caller times the models it compares together
+
+
+def test_latency_is_timed_for_each_model_in_one_interleaved_pass(setup):
+    split, rec = setup
+    calls = []
+
+    class Counting(Recommender):
+        def recommend(self, history, k=10, exclude_seen=True):
+            calls.append(self.tag)
+            return super().recommend(history, k, exclude_seen)
+
+    a, b = Counting(rec.checkpoint, ITEM_IDS), Counting(rec.checkpoint, ITEM_IDS)
+    a.tag, b.tag = "a", "b"
+    histories = latency_sample(split, ITEM_IDS, seed=0, n=20)
+    p95 = latency_p95_ms([a, b], histories, k=10, warmup=2)
+    assert len(p95) == 2 and all(t > 0 for t in p95)
+    timed = calls[4:]  # after 2 warm-up requests each
+    assert timed[:4] == ["a", "b", "b", "a"] and len(timed) == 40
 
 
 def test_smoke_reports_a_broken_model_instead_of_raising(setup):
