@@ -267,21 +267,27 @@ def _backfill(
     scheduler = services.commands.get("scheduler")
     if scheduler:
         services.stop("scheduler")
-    _airflow(
-        env,
-        "backfill",
-        "create",
-        "--dag-id",
-        "recsys_ingest",
-        "--from-date",
-        start.isoformat(),
-        "--to-date",
-        end.isoformat(),
-        "--max-active-runs",
-        str(max_active_runs),
-        "--reprocess-behavior",
-        reprocess,
-    )
+    try:
+        _airflow(
+            env,
+            "backfill",
+            "create",
+            "--dag-id",
+            "recsys_ingest",
+            "--from-date",
+            start.isoformat(),
+            "--to-date",
+            end.isoformat(),
+            "--max-active-runs",
+            str(max_active_runs),
+            "--reprocess-behavior",
+            reprocess,
+        )
+    except RuntimeError as err:
+        # An attempt that hit "database is locked" after committing the backfill makes the retry
+        # fail with AlreadyRunningBackfill: that backfill is ours, and it exists.
+        if "AlreadyRunningBackfill" not in str(err) or db.last_backfill() == before:
+            raise
     services.start("scheduler", *(scheduler or (_bin("airflow"), "scheduler")))
     created = db.last_backfill()
     if created is None or created == before:
