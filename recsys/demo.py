@@ -176,11 +176,12 @@ def _wait(what: str, check: Any, timeout: float, services: Services, every: floa
 class AirflowDB:
     """Read-only look at the Airflow metadata DB, to wait for runs without CLI start-up costs."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, url: str) -> None:
+        """``url``: the SQLAlchemy URL of the metadata DB (``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``)."""
         import sqlalchemy as sa
 
         self.sa = sa
-        self.engine = sa.create_engine(f"sqlite:///{home / 'airflow.db'}")
+        self.engine = sa.create_engine(url)
 
     def runs(self, dag_id: str) -> list[tuple[str, str, str]]:
         q = self.sa.text(
@@ -387,7 +388,7 @@ def _loop(
         120,
         services,
     )
-    db = AirflowDB(settings.home / "airflow")
+    db = AirflowDB(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
     _airflow(env, "dags", "unpause", "recsys_ingest")
 
     first_end = plan.start + timedelta(days=7 * plan.weeks - 1)
