@@ -22,6 +22,10 @@ REGISTERED_MODEL = "recsys"
 EXPERIMENT = "recsys"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# Airflow pool of one slot held by the training and promotion tasks: a full retrain and a fine-tune
+# never train or promote at the same time. Create it with `airflow pools set training 1 "..."`
+# (the demo and the compose deployment do).
+TRAINING_POOL = "training"
 
 # Environment variables, documented in the README's configuration table.
 ENV_HOME = "RECSYS_HOME"

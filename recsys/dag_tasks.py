@@ -11,6 +11,8 @@ from typing import Any
 
 from airflow.sdk import Param, get_current_context, task
 
+from recsys.config import TRAINING_POOL
+
 TRAINING_TAGS = ("dag_id", "run_id", "logical_date")
 
 
@@ -90,7 +92,7 @@ def build_features(validated: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-@task
+@task(pool=TRAINING_POOL)
 def train(mode: str) -> dict[str, Any]:
     """Train a model (full or incremental) and log it as an MLflow run."""
     from recsys import pipeline
@@ -122,7 +124,7 @@ def register(evaluated: dict[str, Any]) -> dict[str, Any]:
     return pipeline.register(_settings(), evaluated["run_id"])
 
 
-@task
+@task(pool=TRAINING_POOL)
 def promote(registered: dict[str, Any]) -> dict[str, Any]:
     """Move ``champion`` to the challenger only if it beats the champion on the same data."""
     from recsys import promote as stage

@@ -29,7 +29,15 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from recsys.config import ENV_ARTIFACTS, ENV_EVENT_STORE, ENV_HOME, ENV_LAKE, ENV_TRACKING, Settings
+from recsys.config import (
+    ENV_ARTIFACTS,
+    ENV_EVENT_STORE,
+    ENV_HOME,
+    ENV_LAKE,
+    ENV_TRACKING,
+    TRAINING_POOL,
+    Settings,
+)
 from recsys.lake import Interval
 
 log = logging.getLogger(__name__)
@@ -177,7 +185,7 @@ class AirflowDB:
     """Read-only look at the Airflow metadata DB, to wait for runs without CLI start-up costs."""
 
     def __init__(self, url: str) -> None:
-        """``url``: the SQLAlchemy URL of the metadata DB (``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``)."""
+        """``url``: SQLAlchemy URL of the metadata DB (``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``)."""
         import sqlalchemy as sa
 
         self.sa = sa
@@ -369,6 +377,7 @@ def _loop(
 
     _airflow(env, "db", "migrate")
     _airflow(env, "dags", "reserialize")
+    _airflow(env, "pools", "set", TRAINING_POOL, "1", "one training or promotion at a time")
     _say(t0, "Airflow metadata DB ready; starting api-server and dag-processor")
     services.start(
         "api-server",

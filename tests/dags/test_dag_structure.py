@@ -82,3 +82,14 @@ def test_ingest_publishes_the_features_asset_that_triggers_finetuning(dagbag):
     assert [a.name for a in outlets] == ["recsys_features"]
     finetune = dagbag.dags["recsys_incremental_finetune"]
     assert "recsys_features" in str(finetune.timetable.asset_condition)
+
+
+@pytest.mark.parametrize("dag_id", ["recsys_full_retrain", "recsys_incremental_finetune"])
+def test_training_dags_train_and_promote_one_at_a_time(dagbag, dag_id):
+    """One run per training DAG, and a one-slot pool shared by both DAGs' train and promote."""
+    from recsys.config import TRAINING_POOL
+
+    dag = dagbag.dags[dag_id]
+    assert dag.max_active_runs == 1
+    pools = {t.task_id: t.pool for t in dag.tasks}
+    assert pools["train"] == pools["promote"] == TRAINING_POOL
