@@ -222,12 +222,8 @@ def reload_stats(run: dict[str, Any], moved_at: float, old: str, new: str) -> di
 # -- the benchmark -------------------------------------------------------------------------------
 def child_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
+    env.update(settings.as_env())
     env.update(
-        RECSYS_HOME=str(settings.home),
-        RECSYS_EVENT_STORE_URL=settings.event_store_url,
-        RECSYS_LAKE_ROOT=str(settings.lake_root),
-        RECSYS_ARTIFACT_ROOT=settings.artifact_root,
-        MLFLOW_TRACKING_URI=settings.tracking_uri,
         MLFLOW_REGISTRY_URI=settings.tracking_uri,
         # mlflow models serve execs ``uvicorn`` by name: the venv's, even when not activated
         PATH=os.pathsep.join([str(BIN), os.environ.get("PATH", "")]),

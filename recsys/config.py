@@ -48,6 +48,19 @@ class Settings:
     registered_model: str = REGISTERED_MODEL
     experiment: str = EXPERIMENT
 
+    def as_env(self) -> dict[str, str]:
+        """The environment variables that make ``from_env`` rebuild these settings in a child
+        process."""
+        env = {
+            ENV_HOME: str(self.home),
+            ENV_EVENT_STORE: self.event_store_url,
+            ENV_LAKE: str(self.lake_root),
+            ENV_TRACKING: self.tracking_uri,
+            ENV_REGISTERED_MODEL: self.registered_model,
+            ENV_ARTIFACTS: self.artifact_root,
+        }
+        return env
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)

@@ -29,15 +29,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from recsys.config import (
-    ENV_ARTIFACTS,
-    ENV_EVENT_STORE,
-    ENV_HOME,
-    ENV_LAKE,
-    ENV_TRACKING,
-    TRAINING_POOL,
-    Settings,
-)
+from recsys.config import TRAINING_POOL, Settings
 from recsys.lake import Interval
 
 log = logging.getLogger(__name__)
@@ -58,13 +50,9 @@ def airflow_env(settings: Settings, port: int) -> dict[str, str]:
     airflow_home = settings.home / "airflow"
     db_url = f"sqlite:///{airflow_home / 'airflow.db'}?timeout=60"
     env = dict(os.environ)
+    env.update(settings.as_env())
     env.update(
         {
-            ENV_HOME: str(settings.home),
-            ENV_EVENT_STORE: settings.event_store_url,
-            ENV_LAKE: str(settings.lake_root),
-            ENV_TRACKING: settings.tracking_uri,
-            ENV_ARTIFACTS: settings.artifact_root,
             "AIRFLOW_HOME": str(airflow_home),
             # SQLite allows one writer at a time: wait for the lock, don't fail after 5 s.
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,

@@ -33,6 +33,7 @@ def test_every_location_can_be_pointed_elsewhere(tmp_path):
         "shop",
     )
     assert s.lake_root == Path(tmp_path / "lake2").resolve()
+    assert Settings.from_env(s.as_env()) == s  # what a child process is given
 
 
 @pytest.mark.parametrize("mode,field", [("full", "train"), ("incremental", "finetune")])
