@@ -44,33 +44,38 @@ class Settings:
     event_store_url: str
     lake_root: Path
     tracking_uri: str
-    artifact_root: str
+    artifact_root: str | None  # None: the tracking server's own (``mlflow server``'s proxy)
     registered_model: str = REGISTERED_MODEL
     experiment: str = EXPERIMENT
 
     def as_env(self) -> dict[str, str]:
         """The environment variables that make ``from_env`` rebuild these settings in a child
-        process."""
+        process (an unset artifact root stays unset)."""
         env = {
             ENV_HOME: str(self.home),
             ENV_EVENT_STORE: self.event_store_url,
             ENV_LAKE: str(self.lake_root),
             ENV_TRACKING: self.tracking_uri,
             ENV_REGISTERED_MODEL: self.registered_model,
-            ENV_ARTIFACTS: self.artifact_root,
         }
+        if self.artifact_root is not None:
+            env[ENV_ARTIFACTS] = self.artifact_root
         return env
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         home = Path(env.get(ENV_HOME, ".recsys")).expanduser().resolve()
+        tracking = env.get(ENV_TRACKING) or f"sqlite:///{home / 'mlflow.db'}"
+        # A tracking server stores artifacts where it was told to (and proxies uploads): a local
+        # folder default would only exist on this machine.
+        local_artifacts = None if tracking.startswith(("http:", "https:")) else home / "mlartifacts"
         return cls(
             home=home,
             event_store_url=env.get(ENV_EVENT_STORE) or f"sqlite:///{home / 'events.db'}",
             lake_root=Path(env.get(ENV_LAKE) or home / "lake").expanduser().resolve(),
-            tracking_uri=env.get(ENV_TRACKING) or f"sqlite:///{home / 'mlflow.db'}",
-            artifact_root=env.get(ENV_ARTIFACTS) or (home / "mlartifacts").as_uri(),
+            tracking_uri=tracking,
+            artifact_root=env.get(ENV_ARTIFACTS) or (local_artifacts and local_artifacts.as_uri()),
             registered_model=env.get(ENV_REGISTERED_MODEL) or REGISTERED_MODEL,
         )
 

@@ -36,6 +36,13 @@ def test_every_location_can_be_pointed_elsewhere(tmp_path):
     assert Settings.from_env(s.as_env()) == s  # what a child process is given
 
 
+def test_a_tracking_server_keeps_its_own_artifact_store_unless_one_is_named(tmp_path):
+    remote = {"RECSYS_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
+    assert Settings.from_env(remote).artifact_root is None
+    named = {**remote, "RECSYS_ARTIFACT_ROOT": "s3://bucket/mlflow"}
+    assert Settings.from_env(named).artifact_root == "s3://bucket/mlflow"
+
+
 @pytest.mark.parametrize("mode,field", [("full", "train"), ("incremental", "finetune")])
 def test_epochs_override_the_preset_of_that_mode_only(mode, field):
     base = PipelineConfig()
