@@ -50,28 +50,60 @@ def airflow_db() -> str:
     return _airflow_home
 
 
-@pytest.fixture
-def postgres_url() -> str:
-    """A fresh database on the PostgreSQL at RECSYS_TEST_PG (default 127.0.0.1:5432, user postgres).
+def _unreachable(what: str, where: str, err: Exception) -> None:
+    """Skip with the reason, except under CI=true, where the production path must be tested."""
+    if os.environ.get("CI") == "true":
+        raise err
+    pytest.skip(f"{what} not reachable at {where} ({type(err).__name__}: {err})")
 
-    Skips with the reason when none is reachable, except under CI=true, where it fails: the
-    production path must be tested there.
-    """
+
+@pytest.fixture
+def postgres_db():
+    """A factory of fresh databases on the PostgreSQL at RECSYS_TEST_PG (default
+    127.0.0.1:5432, user postgres); each call returns a new database's SQLAlchemy URL, and all
+    are dropped afterwards. Skips when none is reachable, except under CI=true (fails)."""
     import uuid
 
     import sqlalchemy as sa
 
     base = os.environ.get("RECSYS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
-    try:
-        admin = sa.create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+    names: list[str] = []
+
+    def create() -> str:
+        name = f"recsys_test_{uuid.uuid4().hex[:12]}"
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        except Exception as err:  # no server, no driver, no permission: say which
+            _unreachable("PostgreSQL", base, err)
+        names.append(name)
+        return f"{base}/{name}"
+
+    yield create
+    if names:
         with admin.connect() as conn:
-            name = f"recsys_test_{uuid.uuid4().hex[:12]}"
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except Exception as err:  # no server, no driver, no permission: say which
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"PostgreSQL not reachable at {base} ({type(err).__name__}: {err})")
-    yield f"{base}/{name}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            for name in names:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_db) -> str:
+    """A fresh database on the test PostgreSQL (see ``postgres_db``)."""
+    return postgres_db()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The Redis at RECSYS_TEST_REDIS (default redis://127.0.0.1:6379/0), after a PING.
+
+    Skips when none is reachable, except under CI=true (fails)."""
+    import redis
+
+    url = os.environ.get("RECSYS_TEST_REDIS", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except Exception as err:
+        _unreachable("Redis", url, err)
+    return url
