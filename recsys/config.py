@@ -107,6 +107,10 @@ class TrainConfig:
     loss: Literal["full", "sampled"] = "full"  # softmax over the whole catalogue, or sampled
     n_negatives: int = 1024  # shared uniform negatives per batch when loss="sampled"
     replay_ratio: float = 1.0  # incremental: old sequences replayed per new sequence
+    # Learning rate over training: "constant", or "cosine" decay from ``lr`` to 0 at ``epochs``
+    # after ``warmup_epochs`` of linear warm-up (the schedule is laid out over ``epochs``).
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_epochs: float = 0.0
 
     @classmethod
     def finetune(cls, **overrides: Any) -> TrainConfig:

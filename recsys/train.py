@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import hashlib
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -268,6 +269,17 @@ def _loss(
     return SoftmaxCrossEntropy.apply(hidden, model.item_emb.weight, targets)
 
 
+def lr_at(cfg: TrainConfig, progress: float) -> float:
+    """The learning rate after ``progress`` epochs (fractional) under ``cfg.schedule``."""
+    if progress < cfg.warmup_epochs:
+        return cfg.lr * progress / cfg.warmup_epochs
+    if cfg.schedule == "constant":
+        return cfg.lr
+    span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
+    done = min(max((progress - cfg.warmup_epochs) / span, 0.0), 1.0)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * done))
+
+
 def _run_epoch(
     model: SASRec,
     net: torch.nn.Module,
@@ -276,6 +288,7 @@ def _run_epoch(
     cfg: TrainConfig,
     gen: torch.Generator,
     deadline: float,
+    epoch: int = 1,
 ) -> tuple[float, int]:
     """One pass over ``data`` ``(N, T + 1)`` in a seeded random order: (mean loss, n targets).
 
@@ -293,7 +306,9 @@ def _run_epoch(
             raise ValueError(f"{len(batches)} batches cannot be shared by {world} processes")
         batches = batches[rank : len(batches) // world * world : world]
     total_loss, n_tokens = 0.0, 0
-    for idx in batches:
+    for step, idx in enumerate(batches):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, epoch - 1 + step / len(batches))
         width = int(lengths[idx].max())
         batch = data[idx, -width:]  # (B, W): columns that are padding in every row dropped
         batch = batch.to(device, non_blocking=True)
@@ -407,7 +422,7 @@ def _fit(
         if st.done:
             break
         t_epoch = time.perf_counter()
-        loss, n_tokens = _run_epoch(model, net, opt, data, cfg, gen, deadline)
+        loss, n_tokens = _run_epoch(model, net, opt, data, cfg, gen, deadline, epoch)
         st.train_seconds += time.perf_counter() - t_epoch
         st.total_tokens += n_tokens
         st.losses.append(loss)
@@ -515,6 +530,8 @@ def train(
     t0 = time.perf_counter()
     if train_cfg.epochs < 1 or train_cfg.eval_every < 1 or train_cfg.patience < 1:
         raise ValueError("epochs, eval_every and patience must be >= 1")
+    if train_cfg.schedule not in ("constant", "cosine") or train_cfg.warmup_epochs < 0:
+        raise ValueError(f"schedule must be constant or cosine, warmup_epochs >= 0: {train_cfg}")
     if train_cfg.loss not in ("full", "sampled") or train_cfg.n_negatives < 1:
         raise ValueError(f"loss must be 'full' or 'sampled' with n_negatives >= 1: {train_cfg}")
     if train_cfg.mode == "incremental" and init is None:

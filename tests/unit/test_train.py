@@ -133,3 +133,32 @@ def test_train_leaves_the_global_rng_alone(split):
     torch.manual_seed(123)
     train(split, N_ITEMS, MODEL, dataclasses.replace(TRAIN, epochs=1))
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_lr_schedules_warm_up_then_hold_or_decay_to_zero():
+    from recsys.train import lr_at
+
+    const = TrainConfig(lr=1e-3, epochs=10)
+    assert [lr_at(const, p) for p in (0.0, 5.0, 10.0)] == [1e-3] * 3
+    cos = TrainConfig(lr=2e-3, epochs=12, schedule="cosine", warmup_epochs=2)
+    assert lr_at(cos, 0.0) == 0.0
+    assert lr_at(cos, 1.0) == pytest.approx(1e-3)  # half-way through the linear warm-up
+    assert lr_at(cos, 2.0) == pytest.approx(2e-3)  # peak
+    assert lr_at(cos, 7.0) == pytest.approx(1e-3)  # half-way through the decay
+    assert lr_at(cos, 12.0) == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(cos, 20.0) == pytest.approx(0.0, abs=1e-12)  # past the end: stays at 0
+    decay = [lr_at(cos, p) for p in range(2, 13)]
+    assert decay == sorted(decay, reverse=True)
+
+
+def test_the_optimizer_follows_the_schedule_and_bad_schedules_are_refused(split):
+    from recsys.train import lr_at
+
+    cfg = dataclasses.replace(TRAIN, epochs=2, eval_every=1, schedule="cosine")
+    result = train(split, N_ITEMS, MODEL, cfg)
+    n_batches = -(-len(build_windows(split.train, MODEL.max_len)) // cfg.batch_size)
+    last = result.checkpoint.optimizer_state["param_groups"][0]["lr"]  # the best epoch's last step
+    assert last == pytest.approx(lr_at(cfg, result.best_epoch - 1 / n_batches))
+    assert last < cfg.lr
+    with pytest.raises(ValueError, match="schedule"):
+        train(split, N_ITEMS, MODEL, dataclasses.replace(TRAIN, schedule="linear"))
