@@ -6,6 +6,8 @@ store into a raw Parquet partition, **validate** it with the Great Expectations 
 `expectations/raw_events.json` (a failing partition is quarantined with its report and downstream
 work stops), then **build features**: per-user time-ordered sequences and the stable item index.
 A successful run updates the `recsys_features` Asset, which triggers `recsys_incremental_finetune`.
+Beside it, **online_ctr** joins the clicks with the lists the API served in the interval: the
+click-through rate per model version, under `online/ctr/<interval>/` in the lake.
 
 Re-running an interval rewrites the same partition. Backfill with
 `airflow backfill create --dag-id recsys_ingest --from-date 1997-09-20 --to-date 1997-10-18`.
@@ -18,7 +20,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag
 
-from recsys.dag_tasks import build_features, collect, validate
+from recsys.dag_tasks import build_features, collect, online_ctr, validate
 
 FEATURES = Asset("recsys_features")
 
@@ -37,6 +39,7 @@ FEATURES = Asset("recsys_features")
 )
 def recsys_ingest() -> None:
     build_features.override(outlets=[FEATURES])(validate(collect()))
+    online_ctr()
 
 
 recsys_ingest()

@@ -77,6 +77,19 @@ def validate(collected: dict[str, Any]) -> dict[str, Any]:
 
 
 @task
+def online_ctr() -> list[dict[str, Any]]:
+    """Join clicks with the lists served in this interval (and the one before, now final): the
+    online CTR per model version, kept in the lake under ``online/ctr/<interval>/``."""
+    import datetime as dt
+
+    from recsys import impressions
+
+    settings = _settings()
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    return impressions.collect_ctr(settings.event_store_url, settings.lake_root, _interval(), now)
+
+
+@task
 def build_features(validated: dict[str, Any]) -> dict[str, Any]:
     """Rebuild per-user sequences and grow the item index; publishes the features Asset."""
     from recsys import features as stage

@@ -22,12 +22,14 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from recsys import schema as S
 from recsys.events import REQUEST_ID, EventStore, events_table, utc_naive
+from recsys.lake import Interval, write_json
 
 log = logging.getLogger(__name__)
 
@@ -278,3 +280,33 @@ class ImpressionLog:
                 self.failed += failed
                 self._busy = 0
                 self._cond.notify_all()
+
+
+# -- the collection step -----------------------------------------------------------------------
+def ctr_path(lake_root: Path, interval: Interval) -> Path:
+    """Where the online CTR of the lists served in ``interval`` is kept in the lake."""
+    return lake_root / "online" / "ctr" / interval.id / "ctr.json"
+
+
+def collect_ctr(
+    store_url: str, lake_root: Path, interval: Interval, now: dt.datetime
+) -> list[dict[str, Any]]:
+    """Join the clicks with the lists served in ``interval`` and in the interval before it, and
+    write each one's CTR per model version to the lake (``ctr_path``), replacing older numbers.
+
+    Clicks count up to ``ATTRIBUTION`` after a list was served, so an interval's numbers are
+    ``final`` only once ``now`` (naive UTC) is past its end plus that window: the run of the next
+    interval rewrites them final. Returns what was written, oldest interval first.
+    """
+    previous = Interval(interval.start - (interval.end - interval.start), interval.start)
+    written = []
+    for iv in (previous, interval):
+        result = {
+            "interval": iv.as_dict(),
+            "final": now >= iv.end + ATTRIBUTION,
+            "computed_at": now.isoformat(),
+            "versions": ctr_by_version(store_url, iv.start, iv.end),
+        }
+        write_json(result, ctr_path(lake_root, iv))
+        written.append(result)
+    return written

@@ -48,7 +48,7 @@ def test_parsing_imports_no_heavy_library(path):
             "recsys_ingest",
             "CronDataIntervalTimetable 0 0 * * *",
             {"recsys", "data"},
-            {("collect", "validate"), ("validate", "build_features")},
+            {("collect", "validate"), ("validate", "build_features")},  # and online_ctr alone
         ),
         (
             "recsys_full_retrain",
@@ -93,3 +93,10 @@ def test_training_dags_train_and_promote_one_at_a_time(dagbag, dag_id):
     assert dag.max_active_runs == 1
     pools = {t.task_id: t.pool for t in dag.tasks}
     assert pools["train"] == pools["promote"] == TRAINING_POOL
+
+
+def test_ingest_joins_clicks_with_impressions_beside_the_features_chain(dagbag):
+    ingest = dagbag.dags["recsys_ingest"]
+    task = ingest.get_task("online_ctr")
+    assert task.upstream_task_ids == set() and task.downstream_task_ids == set()
+    assert task.retries >= 1

@@ -180,3 +180,31 @@ def test_the_writer_gathers_a_batch_before_it_commits(tmp_path):
     assert batches == []  # still lingering
     log.close()
     assert batches == [3] and log.written == 3
+
+
+def test_collect_ctr_writes_the_interval_and_rewrites_the_one_before_final(tmp_path):
+    import json
+
+    from recsys.impressions import collect_ctr, ctr_path
+    from recsys.lake import Interval
+
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    store = events.EventStore(url)
+    ImpressionLog(store.engine).write([imp("r1"), imp("r2", "2", minutes=24 * 60)])  # day 1, 2
+    at = T0 + dt.timedelta(minutes=5)
+    row = {"user_id": "u", "item_id": "a", "event_type": "click", "event_time": at}
+    store.append(events.prepare_rows([{**row, "ingested_at": at, "request_id": "r1"}]))
+    day1 = Interval(dt.datetime(2024, 3, 1), dt.datetime(2024, 3, 2))
+    day2 = Interval(dt.datetime(2024, 3, 2), dt.datetime(2024, 3, 3))
+    lake = tmp_path / "lake"
+
+    first = collect_ctr(url, lake, day1, now=dt.datetime(2024, 3, 2, 0, 30))
+    assert [r["final"] for r in first] == [True, False]  # the day before; day 1 not yet settled
+    on_disk = json.loads(ctr_path(lake, day1).read_text())
+    assert on_disk["final"] is False
+    assert on_disk["versions"]["1"]["clicked"] == 1 and on_disk["versions"]["1"]["ctr"] == 1.0
+
+    second = collect_ctr(url, lake, day2, now=dt.datetime(2024, 3, 3, 0, 30))
+    assert [r["interval"]["start"][:10] for r in second] == ["2024-03-01", "2024-03-02"]
+    assert json.loads(ctr_path(lake, day1).read_text())["final"] is True  # rewritten, settled
+    assert json.loads(ctr_path(lake, day2).read_text())["versions"]["2"]["ctr"] == 0.0
