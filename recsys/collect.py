@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
+
 from recsys import schema as S
 from recsys.config import Settings
 from recsys.events import EventStore
@@ -34,12 +36,28 @@ def drop_duplicate_ids(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return frame[keep].reset_index(drop=True), int((~keep).sum())
 
 
+class EventStoreUnavailable(ConnectionError):
+    """The event store could not be reached (or failed) while an interval was read."""
+
+
+def read_store(url: str, interval: Interval) -> pd.DataFrame:
+    """The events ingested in ``interval``; ``EventStoreUnavailable`` (naming the store, password
+    hidden) if the store cannot be reached, before anything is written."""
+    try:
+        return EventStore(url).read_interval(interval.start, interval.end)
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as err:
+        where = sa.make_url(url).render_as_string(hide_password=True)
+        cause = (str(getattr(err, "orig", None) or err).strip().splitlines() or [repr(err)])[0]
+        raise EventStoreUnavailable(
+            f"event store {where} unreachable while collecting {interval.id}: {cause}. Nothing "
+            "was written; retry the collect when the store is back"
+        ) from err
+
+
 def run(settings: Settings, interval: Interval) -> dict:
     """Collect ``interval`` into ``staging/``; re-running it rewrites the same partition."""
-    store = EventStore(settings.event_store_url)
-    frame, duplicates = drop_duplicate_ids(
-        normalise(store.read_interval(interval.start, interval.end))
-    )
+    events = read_store(settings.event_store_url, interval)
+    frame, duplicates = drop_duplicate_ids(normalise(events))
     directory = Lake(settings.lake_root).partition("staging", interval)
     manifest = publish(
         frame, directory, {"interval": interval.as_dict(), "duplicates_dropped": duplicates}

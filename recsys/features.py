@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 from recsys import schema as S
 from recsys.config import Settings
-from recsys.lake import REPORT, Interval, Lake, file_sha256, read_json, write_json, write_parquet
+from recsys.lake import (
+    REPORT,
+    CorruptPartitionError,
+    Interval,
+    Lake,
+    file_sha256,
+    read_json,
+    write_json,
+    write_parquet,
+)
 from recsys.validate import EVENT_TS
 
 if TYPE_CHECKING:
@@ -128,7 +137,7 @@ def run(settings: Settings, interval: Interval) -> dict[str, Any]:
 
     lake = Lake(settings.lake_root)
     parts = [iv for iv in lake.partitions("raw") if iv.end <= interval.end]
-    frames = [lake.read_events("raw", iv) for iv in parts]  # each checked against its hash
+    frames = read_checked(lake, parts, f"features {interval.id}")
     events = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if events.empty:
         raise ValueError(
@@ -170,6 +179,38 @@ def run(settings: Settings, interval: Interval) -> dict[str, Any]:
     )
     changed = previous is None or previous.get("version") != manifest["version"]
     return {**{k: v for k, v in manifest.items() if k != "item_ids"}, "changed": changed}
+
+
+def read_checked(lake: Lake, parts: list[Interval], reader: str) -> list[pd.DataFrame]:
+    """The raw partitions ``parts``, each checked against its manifest's hash.
+
+    Corrupt ones are moved to the quarantine (with ``corruption.json``) and the build stops with
+    ``CorruptPartitionError`` naming them: nothing is built, let alone trained, on damaged bytes.
+    A retry builds without them, as without any quarantined partition, until they are re-collected.
+    """
+    from recsys.quarantine import quarantine_corrupt
+
+    frames, corrupt = [], []
+    for iv in parts:
+        try:
+            frames.append(lake.read_events("raw", iv))
+        except CorruptPartitionError as err:
+            if quarantine_corrupt(lake, err, reader) is None:  # republished meanwhile: reread
+                frames.append(lake.read_events("raw", iv))
+            else:
+                corrupt.append(err)
+    if corrupt:
+        first = corrupt[0]
+        others = f" (and {len(corrupt) - 1} more: {', '.join(e.interval.id for e in corrupt[1:])})"
+        note = (
+            f"; {reader} not built. Quarantined at {lake.partition('quarantine', first.interval)}"
+            f"{others if len(corrupt) > 1 else ''}; repair with `recsys quarantine release "
+            f"{first.interval.id}` or rerun the ingest of that interval"
+        )
+        raise CorruptPartitionError(
+            first.zone, first.interval, first.path, first.expected, first.actual, note
+        )
+    return frames
 
 
 def _lineage(lake: Lake, interval: Interval) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Layout under the lake root::
 
     staging/events/<interval>/events.parquet        collected, not yet validated
     raw/events/<interval>/events.parquet            validated: the only input of features
-    quarantine/events/<interval>/events.parquet     failed validation, kept with validation.json
+    quarantine/events/<interval>/events.parquet     failed validation, kept with validation.json,
+                                                    or found corrupt, kept with corruption.json
     quarantine/released/<interval>-<time>/          a quarantined copy after its release (kept)
     features/snapshots/<interval>/                  interactions.parquet, manifest.json
     features/item_index.json                        the stable item index (it only grows)
@@ -13,7 +14,8 @@ Layout under the lake root::
 ``<interval>`` is ``YYYYmmddTHHMMSSZ--YYYYmmddTHHMMSSZ`` (data interval start and end, UTC), so
 partitions sort by time and re-running an interval rewrites the same files. Every events partition
 has a ``manifest.json`` (row count, sha256 of the Parquet file), written last: it marks the
-partition complete, and readers check the hash.
+partition complete, and readers check the hash. A raw partition whose bytes no longer match is
+moved to the quarantine by ``recsys.quarantine.quarantine_corrupt`` (features do, on reading it).
 """
 
 from __future__ import annotations
@@ -104,10 +106,8 @@ class Lake:
             raise FileNotFoundError(f"no complete {zone} partition {interval.id} at {directory}")
         digest = file_sha256(directory / EVENTS)
         if digest != manifest["sha256"]:
-            raise CorruptPartitionError(
-                f"{directory / EVENTS} does not match its manifest (sha256 {digest[:12]}..., "
-                f"manifest says {manifest['sha256'][:12]}...): rewritten or damaged since published"
-            )
+            expected = manifest["sha256"]
+            raise CorruptPartitionError(zone, interval, directory / EVENTS, expected, digest)
         return pd.read_parquet(directory / EVENTS)
 
     def snapshot(self, interval: Interval) -> Path:
@@ -142,6 +142,20 @@ MANIFEST = "manifest.json"  # written last: a partition without one was never co
 class CorruptPartitionError(RuntimeError):
     """A partition's bytes no longer match the content hash recorded when it was published."""
 
+    def __init__(
+        self, zone: str, interval: Interval, path: Path, expected: str, actual: str, note: str = ""
+    ) -> None:
+        self.zone, self.interval, self.path = zone, interval, path
+        self.expected, self.actual, self.note = expected, actual, note
+        super().__init__(
+            f"{zone} partition {interval.id}: {path} does not match its manifest (sha256 {actual}, "
+            f"manifest says {expected}): rewritten or damaged since published{note}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes despite the signature
+        args = (self.zone, self.interval, self.path, self.expected, self.actual, self.note)
+        return type(self), args
+
 
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -151,14 +165,30 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def partition_lock(directory: Path) -> Iterator[None]:
+    """Exclusive while a partition is (re)published or quarantined: a reader that saw a rewrite
+    half done must not take it for corruption and move it away (the lock file sits beside it)."""
+    path = directory.parent / f".{directory.name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def publish(frame: pd.DataFrame, directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """Write a partition exactly once: data to a temporary file renamed into place, then the
-    manifest (row count, content hash, ``meta``) as the completion marker. A crash before the
-    manifest leaves a partition that readers ignore and a rerun rewrites identically."""
-    (directory / MANIFEST).unlink(missing_ok=True)  # incomplete until the new manifest lands
-    write_parquet(frame, directory / EVENTS)
-    manifest = {**meta, "rows": len(frame), "sha256": file_sha256(directory / EVENTS)}
-    write_json(manifest, directory / MANIFEST)
+    manifest (row count, content hash, ``meta``) as the completion marker. A crash (or a full
+    disk) before the manifest leaves a partition that readers ignore and a rerun rewrites
+    identically."""
+    with partition_lock(directory):
+        (directory / MANIFEST).unlink(missing_ok=True)  # incomplete until the new manifest lands
+        write_parquet(frame, directory / EVENTS)
+        manifest = {**meta, "rows": len(frame), "sha256": file_sha256(directory / EVENTS)}
+        write_json(manifest, directory / MANIFEST)
     return manifest
 
 
@@ -187,10 +217,15 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def write_json(obj: Any, path: Path) -> Path:
+    """Write JSON atomically; a failed write (a full disk) leaves no temporary file behind."""
     fd, tmp = _atomic(path)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=True, default=str)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return path
 
 

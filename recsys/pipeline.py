@@ -162,6 +162,9 @@ def train(
     state_path = training_state_path(settings, mode, fs.manifest.get("version", ""), parent)
     started = time.time()
     result = T.train(split, fs.n_items, cfg.model, train_cfg, init=init, state_path=state_path)
+    resumed = result.resumed_after_epoch
+    if resumed:
+        log.info("resumed an earlier attempt's training after epoch %d (%s)", resumed, state_path)
     ckpt = result.checkpoint
     guard = {} if splits is None else forgetting_metrics(init, ckpt, splits, fs.n_items, cfg.eval.k)
     ckpt.metadata.update(item_ids=fs.item_ids, features_interval=interval_id)
@@ -181,6 +184,7 @@ def train(
         "data.interval_start": fs.manifest["interval"]["start"],
         "data.interval_end": fs.manifest["interval"]["end"],
         "data.n_train_sequences": len(split.train),
+        "train.resumed_from_epoch": resumed,  # 0: trained from its first epoch in this attempt
         **(
             {}
             if splits is None
@@ -227,7 +231,13 @@ def train(
     reg.log_checkpoint(run_id, ckpt)
     state_path.unlink(missing_ok=True)  # logged: a retry of this task starts a new run
     log.info("trained %s model in run %s (best epoch %s)", mode, run_id, result.best_epoch)
-    return {"run_id": run_id, "mode": mode, "features": interval_id, "parent_version": parent}
+    return {
+        "run_id": run_id,
+        "mode": mode,
+        "features": interval_id,
+        "parent_version": parent,
+        "resumed_from_epoch": resumed,
+    }
 
 
 def evaluate(settings: Settings, run_id: str, cfg: PipelineConfig | None = None) -> dict[str, Any]:

@@ -48,6 +48,7 @@ class TrainResult:
     seconds: float  # wall time of the whole call
     tokens_per_s: float  # training targets per second of optimisation (validation excluded)
     losses: list[float]  # mean training loss per epoch
+    resumed_after_epoch: int = 0  # > 0: continued a killed run's saved state after that epoch
 
 
 def mix_replay(
@@ -416,6 +417,7 @@ def _fit(
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)  # syncs weights
     gen = torch.Generator().manual_seed(cfg.seed)  # batch order
     st = _State.resume(state_path, _fingerprint(data, model, cfg), model, opt, gen)
+    resumed_after = st.epoch
     t0 -= st.elapsed
     deadline = t0 + cfg.max_seconds
     for epoch in range(st.epoch + 1, cfg.epochs + 1):
@@ -455,6 +457,7 @@ def _fit(
         seconds=time.perf_counter() - t0,
         tokens_per_s=st.total_tokens * world / max(st.train_seconds, 1e-9),
         losses=st.losses,
+        resumed_after_epoch=resumed_after,
     )
 
 

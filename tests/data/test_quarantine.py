@@ -73,3 +73,38 @@ def test_release_after_a_fix_publishes_it_and_rebuilds_features(settings, quaran
 def test_release_refuses_what_is_not_quarantined(settings, quarantined, bad_id, message):
     with pytest.raises(ValueError, match=message):
         quarantine.release(settings, bad_id)
+
+
+def _corrupt_partition(tmp_path):
+    from recsys.lake import EVENTS, CorruptPartitionError, publish
+
+    lake = Lake(tmp_path)
+    publish(pd.DataFrame({"a": range(50)}), lake.partition("raw", DAY), {"validation": {}})
+    path = lake.partition("raw", DAY) / EVENTS
+    path.write_bytes(path.read_bytes()[:-1] + b"\0")
+    with pytest.raises(CorruptPartitionError) as err:
+        lake.read_events("raw", DAY)
+    return lake, err.value
+
+
+def test_a_corrupt_partition_is_moved_to_the_quarantine_with_its_reason(tmp_path):
+    lake, err = _corrupt_partition(tmp_path)
+    target = quarantine.quarantine_corrupt(lake, err, "test")
+    assert target == lake.partition("quarantine", DAY)
+    assert lake.partitions("raw") == [] and lake.partitions("quarantine") == [DAY]
+    reason = read_json(target / quarantine.CORRUPTION)
+    assert (reason["manifest_sha256"], reason["actual_sha256"]) == (err.expected, err.actual)
+    manifest = lake.manifest("quarantine", DAY)
+    assert (
+        manifest["validation"]["success"] is False
+        and err.actual in manifest["validation"]["summary"]
+    )
+
+
+def test_a_partition_republished_while_read_is_not_quarantined(tmp_path):
+    from recsys.lake import publish
+
+    lake, err = _corrupt_partition(tmp_path)
+    publish(pd.DataFrame({"a": range(50)}), lake.partition("raw", DAY), {})  # a concurrent rerun
+    assert quarantine.quarantine_corrupt(lake, err, "test") is None
+    assert lake.partitions("raw") == [DAY] and lake.partitions("quarantine") == []

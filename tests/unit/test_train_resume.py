@@ -72,6 +72,7 @@ def test_killed_training_resumes_where_it_stopped(tmp_path):
     assert 3 <= killed_after < RESUME_CFG.epochs, "the child must die mid-run"
 
     resumed = train(split, N_ITEMS, MODEL, RESUME_CFG, state_path=state)
+    assert resumed.resumed_after_epoch == killed_after and reference.resumed_after_epoch == 0
     assert len(resumed.losses) == RESUME_CFG.epochs  # earlier epochs come from the state file
     assert resumed.losses == pytest.approx(reference.losses, rel=1e-5)
     assert [h["epoch"] for h in resumed.history] == [h["epoch"] for h in reference.history]
@@ -99,6 +100,7 @@ def test_state_of_other_data_or_config_is_ignored(tmp_path):
     train(leave_last_out(walks(60, N_ITEMS, seed=4)), N_ITEMS, MODEL, cfg, state_path=state)
     other = train(leave_last_out(walks(60, N_ITEMS, seed=5)), N_ITEMS, MODEL, cfg, state_path=state)
     assert len(other.losses) == 2  # trained from the start, not "already done"
+    assert other.resumed_after_epoch == 0
     fresh = train(leave_last_out(walks(60, N_ITEMS, seed=5)), N_ITEMS, MODEL, cfg)
     assert other.losses == pytest.approx(fresh.losses, rel=1e-5)
     torn = tmp_path / "torn.pt"
