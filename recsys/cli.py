@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from recsys import schema as S
 from recsys.config import CHALLENGER, CHAMPION, Settings
 
 
@@ -43,19 +44,19 @@ def cmd_events_import(args: argparse.Namespace, settings: Settings) -> None:
         result = events.import_frame(store, pd.DataFrame.from_records(records), "rating")
         result["source"] = source
     else:
-        frame = events.read_event_file(args.file)
-        result = events.import_frame(store, frame, args.event_type)
+        rejects = args.rejects or events.default_rejects_path(args.file, settings.home / "rejects")
+        result = events.import_file(store, args.file, Path(rejects), args.event_type)
         result["source"] = str(args.file)
     result["store"] = settings.event_store_url
-    _print(
-        result,
-        args.json,
-        [
-            f"imported {result['inserted']} new events from {result['source']} "
-            f"({result['duplicates']} already present); {result['total_in_store']} in the store",
-            f"ingested_at spans {result['first_ingested_at']} .. {result['last_ingested_at']}",
-        ],
-    )
+    lines = [
+        f"imported {result['inserted']} new events from {result['source']} "
+        f"({result['read']} read, {result['duplicates']} already present, "
+        f"{result['rejected']} rejected); {result['total_in_store']} in the store",
+        f"ingested_at spans {result['first_ingested_at']} .. {result['last_ingested_at']}",
+    ]
+    if result["rejected"]:
+        lines.append(f"rejected rows and why: {result['rejects']}")
+    _print(result, args.json, lines)
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> None:
@@ -335,9 +336,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--file",
         metavar="PATH_OR_URL",
         help="a .csv, .parquet or .jsonl file (.csv.gz, .jsonl.gz) in the event schema: a local "
-        "path or an fsspec URL (file://, memory://, s3://, ...)",
+        "path or an fsspec URL (file://, memory://, s3://, ...). Bad rows are rejected, the rest "
+        "load (limits: recsys.events.ImportLimits): user_id, item_id and event_time are "
+        "required; ids are text or integers of at most 128 characters without whitespace; "
+        "event_time and ingested_at ISO-8601 or Unix seconds from 1995-01-01 to now + 1 day; "
+        f"event_type one of {', '.join(S.EVENT_TYPES)}; value a finite number; no NUL or invalid "
+        "UTF-8; a record of at most 1048576 characters. A file that cannot be read at all "
+        "(missing columns, not Parquet, ...) is an error and nothing is imported",
     )
-    p.add_argument("--event-type", default="view", help="event type for rows that have none")
+    p.add_argument(
+        "--event-type",
+        default="view",
+        choices=S.EVENT_TYPES,
+        help="event type for rows that have none (default: view)",
+    )
+    p.add_argument(
+        "--rejects",
+        metavar="PATH",
+        help="with --file: where rejected rows go, one JSON object a line with the line (or "
+        "Parquet row) number, the reason and the raw text; written only when a row is rejected "
+        "(default: FILE.rejects.jsonl beside a local FILE, $RECSYS_HOME/rejects/ for a URL)",
+    )
 
     p = add("ingest", cmd_ingest, "collect, validate and build features for one interval")
     p.add_argument("--start", required=True, help="interval start (ISO-8601, UTC)")

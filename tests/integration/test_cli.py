@@ -119,6 +119,35 @@ def test_bad_input_gets_a_clear_error(settings, tmp_path):
     assert done.returncode != 0 and "no features" in done.stderr
 
 
+def test_import_rejects_bad_rows_and_refuses_unreadable_files(settings, tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_bytes(
+        b"user_id,item_id,event_time\nu1,i1,2024-01-01T00:00:00\n\n"
+        b"u2,i2,2200-01-01T00:00:00\ncaf\xe9,i3,2024-01-01\nu4,i4\n"
+    )
+    done = _recsys(settings, "events", "import", "--file", str(path), "--json")
+    result = json.loads(done.stdout)
+    counts = [result[k] for k in ("read", "inserted", "duplicates", "rejected", "total_in_store")]
+    assert counts == [4, 1, 0, 3, 1]
+    assert result["rejects"] == f"{path}.rejects.jsonl"
+    lines = [json.loads(line) for line in Path(result["rejects"]).read_text().splitlines()]
+    assert [(r["line"], r["reason"].split(":")[0]) for r in lines] == [
+        (4, "event_time"),
+        (5, "not valid UTF-8"),
+        (6, "2 field(s) where the header has 3"),
+    ]
+    rejects = tmp_path / "elsewhere" / "r.jsonl"
+    text = _recsys(settings, "events", "import", "--file", str(path), "--rejects", str(rejects))
+    assert "(4 read, 1 already present, 3 rejected)" in text.stdout and str(rejects) in text.stdout
+    assert len(rejects.read_text().splitlines()) == 3
+
+    bad = tmp_path / "events.parquet"
+    bad.write_bytes(b"PAR1 not really")
+    done = _recsys(settings, "events", "import", "--file", str(bad), check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "not a readable Parquet file" in done.stderr
+
+
 def _tiny_versions(settings, tmp_path, n):
     """``n`` registered versions that share one placeholder artifact folder: no training."""
     from recsys.registry import Registry
