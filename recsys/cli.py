@@ -25,7 +25,7 @@ def _print(result: Any, as_json: bool, lines: list[str] | None = None) -> None:
 
 
 def cmd_events_import(args: argparse.Namespace, settings: Settings) -> None:
-    from recsys import events
+    from recsys import event_files, events
 
     store = events.EventStore(settings.event_store_url)
     if args.movielens_100k is not None or args.movielens is not None:
@@ -44,8 +44,9 @@ def cmd_events_import(args: argparse.Namespace, settings: Settings) -> None:
         result = events.import_frame(store, pd.DataFrame.from_records(records), "rating")
         result["source"] = source
     else:
-        rejects = args.rejects or events.default_rejects_path(args.file, settings.home / "rejects")
-        result = events.import_file(store, args.file, Path(rejects), args.event_type)
+        fallback = settings.home / "rejects"
+        rejects = args.rejects or event_files.default_rejects_path(args.file, fallback)
+        result = event_files.import_file(store, args.file, Path(rejects), args.event_type)
         result["source"] = str(args.file)
     result["store"] = settings.event_store_url
     lines = [
@@ -337,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH_OR_URL",
         help="a .csv, .parquet or .jsonl file (.csv.gz, .jsonl.gz) in the event schema: a local "
         "path or an fsspec URL (file://, memory://, s3://, ...). Bad rows are rejected, the rest "
-        "load (limits: recsys.events.ImportLimits): user_id, item_id and event_time are "
+        "load (limits: recsys.event_files.ImportLimits): user_id, item_id and event_time are "
         "required; ids are text or integers of at most 128 characters without whitespace; "
         "event_time and ingested_at ISO-8601 or Unix seconds from 1995-01-01 to now + 1 day; "
         f"event_type one of {', '.join(S.EVENT_TYPES)}; value a finite number; no NUL or invalid "

@@ -3,7 +3,7 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from recsys import events, movielens
+from recsys import event_files, events, movielens
 from recsys import schema as S
 
 
@@ -76,7 +76,7 @@ def test_read_event_file_formats(tmp_path, suffix):
         ".parquet": lambda: frame.to_parquet(path),
         ".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
     }[suffix]()
-    read = events.read_event_file(path)
+    read = event_files.read_event_file(path)
     assert read[S.USER_ID].astype(str).tolist() == ["1"]
 
 
@@ -84,12 +84,12 @@ def test_read_event_file_names_missing_columns(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("user,item\n1,2\n")
     with pytest.raises(ValueError, match="missing required column.*user_id, item_id, event_time"):
-        events.read_event_file(path)
+        event_files.read_event_file(path)
 
 
 def test_read_event_file_rejects_unknown_type(tmp_path):
     with pytest.raises(ValueError, match="unsupported file type"):
-        events.read_event_file(tmp_path / "x.xlsx")
+        event_files.read_event_file(tmp_path / "x.xlsx")
 
 
 def test_import_frame_counts(tmp_path):

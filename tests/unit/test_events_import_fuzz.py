@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recsys import cli, events
+from recsys import cli, event_files, events
 from recsys import schema as S
 
 NOW = dt.datetime(2026, 6, 1, 12)
@@ -163,7 +163,7 @@ def _run(tmp_path, name, data):
     path.write_bytes(data)
     store = events.EventStore(f"sqlite:///{folder / 'events.db'}")
     try:
-        result = events.import_file(store, path, rejects, now=NOW)
+        result = event_files.import_file(store, path, rejects, now=NOW)
     except ValueError as err:
         assert FILE_ERRORS.search(str(err)), err
         assert store.count() == 0 and not rejects.exists()
@@ -326,7 +326,7 @@ def _import_text(tmp_path, name, data):
     path = tmp_path / name
     path.write_bytes(data if isinstance(data, bytes) else data.encode())
     store = events.EventStore(f"sqlite:///{tmp_path / 'events.db'}")
-    result = events.import_file(store, path, tmp_path / "rejects.jsonl", now=NOW)
+    result = event_files.import_file(store, path, tmp_path / "rejects.jsonl", now=NOW)
     rejects = (tmp_path / "rejects.jsonl").read_text().splitlines() if result["rejected"] else []
     return result, store, [json.loads(r) for r in rejects]
 
@@ -413,7 +413,7 @@ def test_overflowing_times_no_longer_crash_prepare_rows():
 
 
 def test_the_cli_help_states_the_limits(capsys):
-    limits = events.LIMITS
+    limits = event_files.LIMITS
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["events", "import", "--help"])
     text = " ".join(capsys.readouterr().out.split())

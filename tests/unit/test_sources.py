@@ -12,7 +12,7 @@ import fsspec
 import pandas as pd
 import pytest
 
-from recsys import cli, events, movielens
+from recsys import cli, event_files, events, movielens
 from recsys import schema as S
 
 # (user, item, rating, timestamp): the same three ratings in every format below.
@@ -179,7 +179,7 @@ NAMES = ["e.csv", "e.jsonl", "e.parquet", "e.csv.gz", "e.jsonl.gz"]
 
 @pytest.mark.parametrize("name", NAMES)
 def test_read_event_file_from_memory_urls(memory_root, name):
-    _check(events.read_event_file(_put(f"{memory_root}/drop/{name}", _encode(name))))
+    _check(event_files.read_event_file(_put(f"{memory_root}/drop/{name}", _encode(name))))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -187,31 +187,31 @@ def test_read_event_file_from_file_urls_and_local_paths(tmp_path, name):
     path = tmp_path / name
     path.write_bytes(_encode(name))
     assert path.as_uri().startswith("file:///")
-    _check(events.read_event_file(path.as_uri()))
-    _check(events.read_event_file(path))
-    _check(events.read_event_file(str(path)))
+    _check(event_files.read_event_file(path.as_uri()))
+    _check(event_files.read_event_file(path))
+    _check(event_files.read_event_file(str(path)))
 
 
 def test_gzipped_files_are_really_decompressed(tmp_path):
     path = tmp_path / "e.csv.gz"
     path.write_bytes(_encode("e.csv"))  # named .gz but not gzipped
     with pytest.raises(OSError):
-        events.read_event_file(path)
+        event_files.read_event_file(path)
 
 
 def test_url_errors_are_clear(memory_root, tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
-        events.read_event_file(f"{memory_root}/missing.csv")
+        event_files.read_event_file(f"{memory_root}/missing.csv")
     with pytest.raises(FileNotFoundError, match="no such file"):
-        events.read_event_file((tmp_path / "missing.jsonl.gz").as_uri())
+        event_files.read_event_file((tmp_path / "missing.jsonl.gz").as_uri())
     bad = _put(f"{memory_root}/bad.csv.gz", gzip.compress(b"user,item\n1,2\n"))
     with pytest.raises(ValueError, match="missing required column.*user_id, item_id, event_time"):
-        events.read_event_file(bad)
+        event_files.read_event_file(bad)
     for name in ("e.parquet.gz", "e.txt", "e.gz"):
         with pytest.raises(ValueError, match="unsupported file type"):
-            events.read_event_file(f"{memory_root}/{name}")
+            event_files.read_event_file(f"{memory_root}/{name}")
     with pytest.raises(ValueError, match="cannot open"):
-        events.read_event_file("no-such-protocol://bucket/e.csv")
+        event_files.read_event_file("no-such-protocol://bucket/e.csv")
 
 
 def test_cli_imports_a_memory_url(settings, memory_root, capsys):
