@@ -100,3 +100,17 @@ def test_ingest_joins_clicks_with_impressions_beside_the_features_chain(dagbag):
     task = ingest.get_task("online_ctr")
     assert task.upstream_task_ids == set() and task.downstream_task_ids == set()
     assert task.retries >= 1
+
+
+@pytest.mark.parametrize("bad", [0, -3, "ten", 10**6, 2.5])
+@pytest.mark.parametrize("dag_id", ["recsys_full_retrain", "recsys_incremental_finetune"])
+def test_invalid_manual_trigger_params_are_refused(dagbag, dag_id, bad):
+    import copy
+
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = copy.deepcopy(dagbag.dags[dag_id].params)
+    with pytest.raises(ParamValidationError, match="epochs"):
+        params["epochs"] = bad
+    params["epochs"] = 5
+    assert params.validate() == {"epochs": 5}
