@@ -9,7 +9,12 @@ request as soon as the previous answer is read (no think time). Requests come fr
 at a different offset, so every level sends the same mix. Samples started during the first
 ``--warmup`` seconds are dropped. The output holds one ``[start, seconds, status, version]`` per
 request: ``start`` is wall-clock epoch seconds (to line up with events in the parent), ``status``
-0 for an exception, ``version`` the ``X-Model-Version`` header ("" when absent).
+0 for an exception, ``version`` the ``X-Model-Version`` header ("" when absent; for status 0 the
+exception's class name, e.g. ``ConnectionRefusedError``).
+
+A body holding the string ``EVENT_ID_SLOT`` gets a fresh id there on every send
+(``<--id-prefix><client>-<n>``), and its samples carry that id as a fifth element, so a caller
+can tell which events the server acknowledged (``bench/load.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 VERSION_HEADER = "X-Model-Version"
+EVENT_ID_SLOT = "<event_id>"
+_SLOT = json.dumps(EVENT_ID_SLOT).encode()
+Sample = tuple  # (start, seconds, status, version) or (..., event_id)
 
 
 def client_loop(
@@ -31,25 +39,33 @@ def client_loop(
     requests: list[tuple[str, str, bytes | None]],
     offset: int,
     deadline: float,
-    out: list[tuple[float, float, int, str]],
+    out: list[Sample],
+    id_prefix: str = "",
 ) -> None:
-    """Send requests in order from ``offset`` until ``deadline`` (perf_counter); append samples."""
+    """Send requests in order from ``offset`` until ``deadline`` (perf_counter); append samples.
+
+    ``id_prefix`` names this client in the ids that fill ``EVENT_ID_SLOT``."""
     conn = http.client.HTTPConnection(host, port, timeout=30)
     headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
     i = offset
     while time.perf_counter() < deadline:
         method, path, body = requests[i % len(requests)]
         i += 1
+        event_id = None
+        if body is not None and _SLOT in body:
+            event_id = f"{id_prefix}{i}"
+            body = body.replace(_SLOT, json.dumps(event_id).encode())
         start_wall, start = time.time(), time.perf_counter()
         try:
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
             resp.read()
             status, version = resp.status, resp.getheader(VERSION_HEADER) or ""
-        except (OSError, http.client.HTTPException):
+        except (OSError, http.client.HTTPException) as err:
             conn.close()  # reconnects on the next request
-            status, version = 0, ""
-        out.append((start_wall, time.perf_counter() - start, status, version))
+            status, version = 0, type(err).__name__
+        sample = (start_wall, time.perf_counter() - start, status, version)
+        out.append(sample if event_id is None else (*sample, event_id))
     conn.close()
 
 
@@ -60,6 +76,7 @@ def run(
     clients: int,
     seconds: float,
     warmup: float,
+    id_prefix: str = "",
 ) -> dict[str, Any]:
     """Run ``clients`` threads for ``warmup + seconds``; returns the kept samples and the window."""
     prepared = [
@@ -67,13 +84,13 @@ def run(
         for r in requests
     ]
     stride = max(1, len(prepared) // clients)
-    per_thread: list[list[tuple[float, float, int, str]]] = [[] for _ in range(clients)]
+    per_thread: list[list[Sample]] = [[] for _ in range(clients)]
     t0_wall, t0 = time.time(), time.perf_counter()
     deadline = t0 + warmup + seconds
     threads = [
         threading.Thread(
             target=client_loop,
-            args=(host, port, prepared, i * stride, deadline, per_thread[i]),
+            args=(host, port, prepared, i * stride, deadline, per_thread[i], f"{id_prefix}{i}-"),
             daemon=True,
         )
         for i in range(clients)
@@ -96,9 +113,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds sent but not kept")
     parser.add_argument("--out", type=Path, required=True, help="where to write the samples")
+    parser.add_argument("--id-prefix", default="", help="start of the ids put in EVENT_ID_SLOT")
     args = parser.parse_args()
     requests = json.loads(args.requests.read_text())
-    result = run(args.host, args.port, requests, args.clients, args.seconds, args.warmup)
+    result = run(
+        args.host, args.port, requests, args.clients, args.seconds, args.warmup, args.id_prefix
+    )
     args.out.write_text(json.dumps(result))
 
 

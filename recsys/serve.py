@@ -33,6 +33,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from sqlalchemy.exc import OperationalError
 from starlette.datastructures import MutableHeaders
 
 from recsys import schema as S
@@ -387,7 +388,12 @@ def create_app(
         if not event.event_id:  # a fresh id: two identical clicks are two events
             record[S.EVENT_ID] = f"api-{uuid.uuid4().hex}"
         (row,) = prepare_rows([record], now=now)
-        stored = store.append_one(row)
+        try:
+            stored = store.append_one(row)
+        except OperationalError as err:  # SQLite's "database is locked" under load: not stored
+            log.warning("event %s not stored: %s", row[S.EVENT_ID], err.orig)
+            detail = "the event store is busy: retry with the same event_id"
+            raise HTTPException(503, detail, headers={"Retry-After": "1"}) from err
         if stored:
             recent.add(row[S.USER_ID], (row[S.EVENT_TIME], row[S.EVENT_ID], row[S.ITEM_ID]))
         metrics.inc("recsys_events_stored_total" if stored else "recsys_events_duplicate_total")

@@ -173,6 +173,32 @@ def test_posting_the_same_event_id_twice_stores_it_once(client, served):
     assert store.count() == before + 1
 
 
+def test_a_locked_event_store_is_a_503_to_retry_never_a_500(client, served):
+    """Under write load SQLite answers "database is locked" after its busy timeout (5 s): the
+    event is not stored, and the client is told to send it again (bench/load.py found 500s)."""
+    import sqlalchemy as sa
+
+    settings, _, _ = served
+    store = events.EventStore(settings.event_store_url)
+    col = events.events_table.c.event_id
+    body = {"user_id": "u3", "item_id": "i4", "event_id": "locked-1"}
+
+    def stored() -> list:
+        with store.engine.connect() as conn:
+            return conn.execute(sa.select(col).where(col == "locked-1")).scalars().all()
+
+    with store.engine.connect() as conn:  # another writer holds the database
+        conn.exec_driver_sql("BEGIN EXCLUSIVE")
+        resp = client.post("/events", json=body)
+        conn.rollback()
+    assert resp.status_code == 503, resp.text
+    assert resp.headers["Retry-After"] and "retry" in resp.json()["detail"]
+    assert stored() == []
+    again = client.post("/events", json=body)  # the retry, same event id
+    assert again.status_code == 201 and again.json()["stored"]
+    assert stored() == ["locked-1"]
+
+
 def test_a_served_list_is_an_impression_and_its_click_is_joined(client, served):
     settings, v1, _ = served
     start = dt.datetime.now(dt.UTC)
