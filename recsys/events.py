@@ -81,6 +81,18 @@ def utc_naive(ts: dt.datetime) -> dt.datetime:
     return ts
 
 
+SQLITE_BUSY_MS = 10_000  # how long a SQLite writer waits for the lock before "database is locked"
+
+
+def _sqlite_concurrent(dbapi_conn: Any, _record: Any) -> None:
+    """SQLite in WAL mode: readers (the API reading histories) no longer block the writer, and a
+    writer waits up to ``SQLITE_BUSY_MS`` for another writer instead of failing after 5 s."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+    cur.close()
+
+
 class EventStore:
     """Append-only, idempotent (on ``event_id``) store of events behind any SQLAlchemy URL."""
 
@@ -89,6 +101,8 @@ class EventStore:
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.url = url
         self.engine = sa.create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_concurrent)
         metadata.create_all(self.engine)
         add_missing_columns(self.engine)
 

@@ -113,3 +113,20 @@ def test_movielens_inter_and_udata_parse_to_the_same_events():
 def test_movielens_rejects_a_foreign_header():
     with pytest.raises(ValueError, match="unexpected .inter header"):
         movielens.read_inter("a\tb\tc\td\n1\t2\t3\t4\n")
+
+
+def test_a_sqlite_store_lets_readers_and_a_writer_work_at_once(tmp_path):
+    """WAL mode: an open read transaction does not block an insert (the API reads histories
+    while events are posted), and a writer waits for another writer instead of failing."""
+    store = events.EventStore(f"sqlite:///{tmp_path / 'e.db'}")
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == events.SQLITE_BUSY_MS
+    row = {"user_id": "u", "item_id": "i", "event_time": "2024-01-01T00:00:00"}
+    other = events.EventStore(store.url)
+    with other.engine.connect() as reader:
+        reader.exec_driver_sql("BEGIN")
+        reader.exec_driver_sql("SELECT count(*) FROM events").scalar()  # holds a read snapshot
+        assert store.append(events.prepare_rows([row])) == 1
+        reader.rollback()
+    assert other.count() == 1
