@@ -139,13 +139,21 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "recsys-bench")
     parser.add_argument("--max-len", type=int, default=ModelConfig().max_len)
     parser.add_argument("--epochs", type=int, default=TrainConfig().epochs, help="SASRec at most")
+    parser.add_argument("--batch-size", type=int, default=TrainConfig().batch_size)
+    parser.add_argument("--eval-every", type=int, default=TrainConfig().eval_every)
+    parser.add_argument("--patience", type=int, default=TrainConfig().patience)
     parser.add_argument("--no-mlflow", action="store_true", help="print only, log nothing")
     args = parser.parse_args()
 
     import torch
 
     model_cfg = ModelConfig(max_len=args.max_len)
-    train_cfg = TrainConfig(epochs=args.epochs)
+    train_cfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        eval_every=args.eval_every,
+        patience=args.patience,
+    )
     seqs, n_items = ml100k_sequences(args.cache, args.ties)
     split = leave_last_out(seqs, min_events=3)
     print(
