@@ -69,6 +69,7 @@ def test_celery_postgres_redis_and_an_mlflow_server_run_the_loop(tmp_path, postg
     from recsys import demo
     from recsys.config import CHAMPION, TRAINING_POOL, Settings
     from recsys.lake import Interval, Lake
+    from recsys.registry import Registry
 
     t0 = time.time()
     airflow_db, mlflow_db, events_db = postgres_db(), postgres_db(), postgres_db()
@@ -284,9 +285,11 @@ def test_celery_postgres_redis_and_an_mlflow_server_run_the_loop(tmp_path, postg
         for interval in expected:
             assert lake.manifest("raw", interval)["rows"] > 0
 
-        versions = client.search_model_versions(f"name='{settings.registered_model}'")
-        modes = sorted(v.tags.get("recsys.mode") for v in versions)
-        assert modes == ["full", "incremental"]
+        reg = Registry(settings)
+        wait("the fine-tune's version in the registry", lambda: len(reg.versions()) >= 2, 60)
+        versions = reg.versions()
+        modes = [v.tags.get("recsys.mode") for v in versions]
+        assert modes == ["full", "incremental"], [(v.version, v.tags) for v in versions]
         champion = client.get_model_version_by_alias(settings.registered_model, CHAMPION)
         assert champion.version in {v.version for v in versions}
         # The registry really is the PostgreSQL database behind the server.
