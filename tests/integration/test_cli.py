@@ -148,6 +148,28 @@ def test_import_rejects_bad_rows_and_refuses_unreadable_files(settings, tmp_path
     assert "not a readable Parquet file" in done.stderr
 
 
+def _in_process(settings, *args, check=True):
+    """``recsys ARGS`` through ``cli.main`` in this process: what ``_recsys`` checks, without
+    paying a fresh interpreter's imports (torch, mlflow) for each of many short commands."""
+    import contextlib
+    import io
+    import types
+
+    from recsys import cli
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli.main(list(args))
+        except SystemExit as done:  # argparse errors (2) and the CLI's own (a message: 1)
+            if isinstance(done.code, str):
+                err.write(done.code + "\n")
+            code = done.code if isinstance(done.code, int) else 1
+    if check:
+        assert code == 0, err.getvalue()[-3000:]
+    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 def _tiny_versions(settings, tmp_path, n):
     """``n`` registered versions that share one placeholder artifact folder: no training."""
     from recsys.registry import Registry
@@ -167,6 +189,7 @@ def test_alias_history_live_at_and_rollback(settings, tmp_path):
 
     reg = _tiny_versions(settings, tmp_path, 3)
     reg.set_alias("champion", "1")  # by hand, before the alias log existed
+    # One real process; the many short commands after it run in this one.
     (found,) = json.loads(_recsys(settings, "registry", "history", "--json").stdout)
     assert (found["kind"], found["from_version"], found["to_version"]) == ("external", None, "1")
 
@@ -174,11 +197,11 @@ def test_alias_history_live_at_and_rollback(settings, tmp_path):
     actor = "airflow:recsys_full_retrain/manual__2026-11-01"
     second = aliases.move_alias(reg, alias_log, "champion", "2", actor, "beats the champion")
     third = aliases.move_alias(reg, alias_log, "champion", "3", actor, "beats the champion")
-    text = _recsys(settings, "registry", "history").stdout
+    text = _in_process(settings, "registry", "history").stdout
     assert text.count("promote") == 2 and actor in text and "(none) -> v1" in text
 
     def live_at(when: dt.datetime) -> str | None:
-        out = _recsys(settings, "registry", "live-at", when.isoformat(), "--json").stdout
+        out = _in_process(settings, "registry", "live-at", when.isoformat(), "--json").stdout
         return json.loads(out)["version"]
 
     tiny = dt.timedelta(microseconds=1)
@@ -187,22 +210,23 @@ def test_alias_history_live_at_and_rollback(settings, tmp_path):
     assert live_at(third.moved_at - tiny) == "2"
     assert live_at(third.moved_at.replace(tzinfo=None)) == "3"  # naive = UTC
     assert live_at(third.moved_at.astimezone(dt.timezone(dt.timedelta(hours=-5)))) == "3"
-    text = _recsys(settings, "registry", "live-at", second.moved_at.isoformat()).stdout
+    text = _in_process(settings, "registry", "live-at", second.moved_at.isoformat()).stdout
     assert "champion at" in text and "version 2" in text and "beats the champion" in text
 
-    back = json.loads(_recsys(settings, "rollback", "--reason", "v3 is broken", "--json").stdout)
+    back = _in_process(settings, "rollback", "--reason", "v3 is broken", "--json")
+    back = json.loads(back.stdout)
     assert (back["kind"], back["from_version"], back["to_version"]) == ("rollback", "3", "2")
     assert back["reason"] == "v3 is broken" and back["actor"].startswith("cli:")
     assert str(reg.alias("champion").version) == "2"  # what serving polls
-    text = _recsys(settings, "rollback", "--reason", "v2 is broken too").stdout
+    text = _in_process(settings, "rollback", "--reason", "v2 is broken too").stdout
     assert "rolled back from version 2 to 1" in text
-    rows = json.loads(_recsys(settings, "registry", "--json").stdout)
+    rows = json.loads(_in_process(settings, "registry", "--json").stdout)
     assert {str(r["version"]): r["aliases"] for r in rows} == {"1": ["champion"], "2": [], "3": []}
 
-    done = _recsys(settings, "rollback", "--reason", "and v1?", check=False)
+    done = _in_process(settings, "rollback", "--reason", "and v1?", check=False)
     assert done.returncode != 0 and "nothing to roll back to" in done.stderr
     assert str(reg.alias("champion").version) == "1"
-    history = json.loads(_recsys(settings, "registry", "history", "--json").stdout)
+    history = json.loads(_in_process(settings, "registry", "history", "--json").stdout)
     assert [(m["kind"], m["to_version"]) for m in history] == [
         ("external", "1"),
         ("promote", "2"),
@@ -210,7 +234,7 @@ def test_alias_history_live_at_and_rollback(settings, tmp_path):
         ("rollback", "2"),
         ("rollback", "1"),
     ]
-    done = _recsys(settings, "registry", "live-at", "yesterday", check=False)
+    done = _in_process(settings, "registry", "live-at", "yesterday", check=False)
     assert done.returncode != 0 and "bad time 'yesterday'" in done.stderr
-    done = _recsys(settings, "rollback", check=False)
+    done = _in_process(settings, "rollback", check=False)
     assert done.returncode != 0 and "--reason" in done.stderr
