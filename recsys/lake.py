@@ -124,14 +124,8 @@ class Lake:
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """An exclusive file lock: concurrent backfill runs don't interleave read-modify-write."""
-        path = self.root / f".{name}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with _flock(self.root / f".{name}.lock"):
+            yield
 
 
 EVENTS = "events.parquet"
@@ -169,7 +163,13 @@ def file_sha256(path: Path) -> str:
 def partition_lock(directory: Path) -> Iterator[None]:
     """Exclusive while a partition is (re)published or quarantined: a reader that saw a rewrite
     half done must not take it for corruption and move it away (the lock file sits beside it)."""
-    path = directory.parent / f".{directory.name}.lock"
+    with _flock(directory.parent / f".{directory.name}.lock"):
+        yield
+
+
+@contextlib.contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created, with its folder, if missing)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
