@@ -101,3 +101,27 @@ def log_benchmark(
         raise
     client.set_terminated(run_id)
     return run_id
+
+
+def champion_from_store(settings: Any, epochs: int, label: str) -> None:
+    """Everything in the event store -> one interval -> features -> a full model, registered and
+    promoted (forced: there is nothing to compare with). ``label`` names the data in errors."""
+    import datetime as dt
+
+    from recsys import collect, events, features, pipeline, promote, validate
+    from recsys.config import PipelineConfig
+    from recsys.lake import Interval
+
+    first, last = events.EventStore(settings.event_store_url).bounds()
+    start = dt.datetime.combine(first.date(), dt.time())
+    interval = Interval(start, dt.datetime.combine(last.date(), dt.time()) + dt.timedelta(days=1))
+    collect.run(settings, interval)
+    checked = validate.run(settings, interval)
+    if not checked["success"]:
+        raise SystemExit(f"{label} failed validation: {checked['summary']}")
+    features.run(settings, interval)
+    cfg = PipelineConfig().with_epochs("full", epochs)
+    trained = pipeline.train(settings, "full", cfg)
+    pipeline.evaluate(settings, trained["run_id"], cfg)
+    version = pipeline.register(settings, trained["run_id"])["version"]
+    promote.run(settings, version, cfg, force=f"benchmark setup on {label}")

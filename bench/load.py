@@ -53,32 +53,20 @@ from serve import (
     wait_ready,
 )
 
-from recsys.config import CHAMPION, PipelineConfig, Settings
+from recsys.config import CHAMPION, Settings
 
 RECS, EVENTS = "GET /recommendations/{user}", "POST /events"
 
 
 def build_synthetic_champion(settings: Settings, epochs: int, n_users: int) -> None:
     """A synthetic stream -> one interval -> features -> a full model, registered and promoted."""
-    import datetime as dt
+    from common import champion_from_store
 
-    from recsys import collect, events, features, pipeline, promote, synthetic, validate
-    from recsys.lake import Interval
+    from recsys import events, synthetic
 
     store = events.EventStore(settings.event_store_url)
     store.append(events.prepare_rows(synthetic.generate(n_users=n_users, days=3)))
-    first, last = store.bounds()
-    start_ = dt.datetime.combine(first.date(), dt.time())
-    interval = Interval(start_, dt.datetime.combine(last.date(), dt.time()) + dt.timedelta(days=1))
-    collect.run(settings, interval)
-    if not (checked := validate.run(settings, interval))["success"]:
-        raise SystemExit(f"the synthetic stream failed validation: {checked['summary']}")
-    features.run(settings, interval)
-    cfg = PipelineConfig().with_epochs("full", epochs)
-    trained = pipeline.train(settings, "full", cfg)
-    pipeline.evaluate(settings, trained["run_id"], cfg)
-    version = pipeline.register(settings, trained["run_id"])["version"]
-    promote.run(settings, version, cfg, force="load benchmark setup")
+    champion_from_store(settings, epochs, "the synthetic stream")
 
 
 def request_mix(settings: Settings, n: int, event_share: float, seed: int) -> list[dict]:

@@ -26,7 +26,6 @@ the MLflow experiment ``bench-serve`` of the benchmark's home unless ``--no-mlfl
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import signal
@@ -57,26 +56,14 @@ RELOAD_WINDOW = 5.0  # seconds after the alias move whose latencies are reported
 def build_champion(settings: Settings, epochs: int, cache: Path) -> None:
     """MovieLens-100K -> one interval -> features -> a full model, registered and promoted."""
     import pandas as pd
+    from common import champion_from_store
 
-    from recsys import collect, events, features, pipeline, promote, validate
-    from recsys.lake import Interval
+    from recsys import events
     from recsys.movielens import load_ml100k
 
     store = events.EventStore(settings.event_store_url)
     events.import_frame(store, pd.DataFrame.from_records(load_ml100k(None, cache)), "rating")
-    first, last = store.bounds()
-    start = dt.datetime.combine(first.date(), dt.time())
-    interval = Interval(start, dt.datetime.combine(last.date(), dt.time()) + dt.timedelta(days=1))
-    collect.run(settings, interval)
-    checked = validate.run(settings, interval)
-    if not checked["success"]:
-        raise SystemExit(f"MovieLens-100K failed validation: {checked['summary']}")
-    features.run(settings, interval)
-    cfg = PipelineConfig().with_epochs("full", epochs)
-    trained = pipeline.train(settings, "full", cfg)
-    pipeline.evaluate(settings, trained["run_id"], cfg)
-    version = pipeline.register(settings, trained["run_id"])["version"]
-    promote.run(settings, version, cfg, force="serving benchmark setup")
+    champion_from_store(settings, epochs, "MovieLens-100K")
 
 
 def second_version(settings: Settings) -> tuple[str, str]:
