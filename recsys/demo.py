@@ -245,6 +245,26 @@ def _summarise_runs(db: AirflowDB, dag_id: str) -> str:
     return ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no runs"
 
 
+def backfill_args(
+    start: date, end: date, max_active_runs: int, reprocess: str = "none"
+) -> tuple[str, ...]:
+    """The ``airflow`` arguments that create a backfill of ``recsys_ingest`` over [start, end]."""
+    return (
+        "backfill",
+        "create",
+        "--dag-id",
+        "recsys_ingest",
+        "--from-date",
+        start.isoformat(),
+        "--to-date",
+        end.isoformat(),
+        "--max-active-runs",
+        str(max_active_runs),
+        "--reprocess-behavior",
+        reprocess,
+    )
+
+
 def _backfill(
     env: dict[str, str],
     db: AirflowDB,
@@ -265,21 +285,7 @@ def _backfill(
     if scheduler:
         services.stop("scheduler")
     try:
-        _airflow(
-            env,
-            "backfill",
-            "create",
-            "--dag-id",
-            "recsys_ingest",
-            "--from-date",
-            start.isoformat(),
-            "--to-date",
-            end.isoformat(),
-            "--max-active-runs",
-            str(max_active_runs),
-            "--reprocess-behavior",
-            reprocess,
-        )
+        _airflow(env, *backfill_args(start, end, max_active_runs, reprocess))
     except RuntimeError as err:
         # An attempt that hit "database is locked" after committing the backfill makes the retry
         # fail with AlreadyRunningBackfill: that backfill is ours, and it exists.

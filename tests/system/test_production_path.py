@@ -196,19 +196,7 @@ def test_celery_postgres_redis_and_an_mlflow_server_run_the_loop(tmp_path, postg
         unpause("recsys_ingest")
         end = START + dt.timedelta(days=2)
         say(f"airflow backfill create --dag-id recsys_ingest --from-date {START} --to-date {end}")
-        demo._airflow(
-            env,
-            "backfill",
-            "create",
-            "--dag-id",
-            "recsys_ingest",
-            "--from-date",
-            START.isoformat(),
-            "--to-date",
-            end.isoformat(),
-            "--max-active-runs",
-            "2",
-        )
+        demo._airflow(env, *demo.backfill_args(START, end, max_active_runs=2))
         backfill = db.last_backfill()
         assert backfill is not None
         wait("the backfill", lambda: db.backfill_done(backfill[0]) and db.idle(), 300)
