@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # its subprocess is bounded at 900 s
 
 RECSYS = str(Path(sys.executable).parent / "recsys")
 
