@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from recsys.lake import LakePath, lake_path
+
 REGISTERED_MODEL = "recsys"
 EXPERIMENT = "recsys"
 CHAMPION = "champion"
@@ -42,7 +44,7 @@ class Settings:
 
     home: Path
     event_store_url: str
-    lake_root: Path
+    lake_root: LakePath  # a local folder or an fsspec URL (``s3://bucket/lake``)
     tracking_uri: str
     artifact_root: str | None  # None: the tracking server's own (``mlflow server``'s proxy)
     registered_model: str = REGISTERED_MODEL
@@ -73,7 +75,7 @@ class Settings:
         return cls(
             home=home,
             event_store_url=env.get(ENV_EVENT_STORE) or f"sqlite:///{home / 'events.db'}",
-            lake_root=Path(env.get(ENV_LAKE) or home / "lake").expanduser().resolve(),
+            lake_root=lake_path(env.get(ENV_LAKE) or home / "lake"),
             tracking_uri=tracking,
             artifact_root=env.get(ENV_ARTIFACTS) or (local_artifacts and local_artifacts.as_uri()),
             registered_model=env.get(ENV_REGISTERED_MODEL) or REGISTERED_MODEL,

@@ -21,6 +21,7 @@ from recsys.lake import (
     Lake,
     file_sha256,
     read_json,
+    read_parquet,
     write_json,
     write_parquet,
 )
@@ -230,7 +231,6 @@ def _lineage(lake: Lake, interval: Interval) -> dict[str, Any]:
 
 def load(settings: Settings, interval_id: str | None = None) -> FeatureSet:
     """Load a snapshot (the latest by default)."""
-    import pandas as pd
 
     lake = Lake(settings.lake_root)
     if interval_id is None:
@@ -244,4 +244,4 @@ def load(settings: Settings, interval_id: str | None = None) -> FeatureSet:
     manifest = read_json(snap / MANIFEST)
     if manifest is None:
         raise FileNotFoundError(f"no features snapshot {interval_id} at {snap}")
-    return FeatureSet(manifest, manifest["item_ids"], pd.read_parquet(snap / INTERACTIONS))
+    return FeatureSet(manifest, manifest["item_ids"], read_parquet(snap / INTERACTIONS))

@@ -22,14 +22,13 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from recsys import schema as S
 from recsys.events import REQUEST_ID, EventStore, events_table, utc_naive
-from recsys.lake import Interval, write_json
+from recsys.lake import Interval, LakePath, write_json
 
 log = logging.getLogger(__name__)
 
@@ -283,13 +282,13 @@ class ImpressionLog:
 
 
 # -- the collection step -----------------------------------------------------------------------
-def ctr_path(lake_root: Path, interval: Interval) -> Path:
+def ctr_path(lake_root: LakePath, interval: Interval) -> LakePath:
     """Where the online CTR of the lists served in ``interval`` is kept in the lake."""
     return lake_root / "online" / "ctr" / interval.id / "ctr.json"
 
 
 def collect_ctr(
-    store_url: str, lake_root: Path, interval: Interval, now: dt.datetime
+    store_url: str, lake_root: LakePath, interval: Interval, now: dt.datetime
 ) -> list[dict[str, Any]]:
     """Join the clicks with the lists served in ``interval`` and in the interval before it, and
     write each one's CTR per model version to the lake (``ctr_path``), replacing older numbers.

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from pathlib import Path
 from typing import Any
 
 from recsys.config import Settings
@@ -24,7 +23,9 @@ from recsys.lake import (
     CorruptPartitionError,
     Interval,
     Lake,
+    LakePath,
     file_sha256,
+    move_tree,
     partition_lock,
     read_json,
     write_json,
@@ -53,7 +54,7 @@ def corruption_record(err: CorruptPartitionError, detected_by: str) -> dict[str,
     }
 
 
-def quarantine_corrupt(lake: Lake, err: CorruptPartitionError, detected_by: str) -> Path | None:
+def quarantine_corrupt(lake: Lake, err: CorruptPartitionError, detected_by: str) -> LakePath | None:
     """Move the corrupt raw partition of ``err`` into the quarantine with ``corruption.json``.
 
     Under the partition's lock the corruption is confirmed first: a partition republished since it
@@ -79,7 +80,7 @@ def quarantine_corrupt(lake: Lake, err: CorruptPartitionError, detected_by: str)
 
 def _move_to_quarantine(
     lake: Lake, err: CorruptPartitionError, detected_by: str, manifest: dict[str, Any]
-) -> Path:
+) -> LakePath:
     source = lake.partition(err.zone, err.interval)
     target = lake.partition("quarantine", err.interval)
     record = corruption_record(err, detected_by)
@@ -111,11 +112,8 @@ def _move_to_quarantine(
     )
     if target.exists():  # an older quarantined copy of this interval is kept, not overwritten
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        aside = lake.root / "quarantine" / "released" / f"{err.interval.id}-{stamp}"
-        aside.parent.mkdir(parents=True, exist_ok=True)
-        target.rename(aside)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    source.rename(target)
+        move_tree(target, lake.root / "quarantine" / "released" / f"{err.interval.id}-{stamp}")
+    move_tree(source, target)
     log.error(
         "partition %s QUARANTINED at %s: %s was corrupt (sha256 %s, manifest says %s); "
         "repair: recsys quarantine release %s",

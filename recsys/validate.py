@@ -6,11 +6,14 @@ with its validation report beside it; its rows are kept (never deleted) and down
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +21,21 @@ from typing import TYPE_CHECKING, Any
 from recsys import drift
 from recsys import schema as S
 from recsys.config import DriftPolicy, Settings
-from recsys.lake import EVENTS, MANIFEST, REPORT, Interval, Lake, publish, unpublish, write_json
+from recsys.lake import (
+    EVENTS,
+    MANIFEST,
+    REPORT,
+    Interval,
+    Lake,
+    LakePath,
+    is_local,
+    move_tree,
+    publish,
+    remove_tree,
+    unpublish,
+    upload_tree,
+    write_json,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -152,16 +169,38 @@ def _result(interval: Interval, zone: str, manifest: dict[str, Any], lake: Lake)
     }
 
 
-def archive_quarantined(lake: Lake, interval: Interval) -> Path | None:
+def archive_quarantined(lake: Lake, interval: Interval) -> LakePath | None:
     """Move a quarantined copy aside (kept, never deleted) once its interval is released."""
     directory = lake.partition("quarantine", interval)
     if not (directory / MANIFEST).exists():
         return None
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    target = lake.root / "quarantine" / "released" / f"{interval.id}-{stamp}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    directory.rename(target)
-    return target
+    return move_tree(directory, lake.root / "quarantine" / "released" / f"{interval.id}-{stamp}")
+
+
+@contextlib.contextmanager
+def _render_folder(staging_docs: LakePath) -> Iterator[Path]:
+    """Where GX renders Data Docs (it writes local files): the staging partition's folder on a
+    local lake, a temporary folder (uploaded afterwards) on a remote one."""
+    if is_local(staging_docs):
+        yield staging_docs
+        return
+    with tempfile.TemporaryDirectory(prefix="recsys-data-docs-") as tmp:
+        yield Path(tmp)
+
+
+def _place_docs(page: str | None, rendered: Path, target: LakePath) -> str | None:
+    """Move rendered Data Docs beside the partition's rows; the page's new address."""
+    if is_local(target):
+        shutil.rmtree(target, ignore_errors=True)
+        if rendered.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            rendered.rename(target)  # the report travels with its rows
+    elif rendered.exists():
+        upload_tree(rendered, target)
+    else:
+        remove_tree(target)
+    return page.replace(str(rendered), str(target)) if page else None
 
 
 def check_drift(
@@ -206,22 +245,21 @@ def run(
         "interval_end": pd.Timestamp(interval.end, tz="UTC"),
     }
     staging_docs = lake.partition("staging", interval) / DATA_DOCS
-    report = validate_frame(frame, load_suite("raw_events"), params, docs_dir=staging_docs)
-    findings = check_drift(lake, interval, frame, policy or DriftPolicy()) if report.success else []
+    with _render_folder(staging_docs) as render_docs:
+        report = validate_frame(frame, load_suite("raw_events"), params, docs_dir=render_docs)
+        findings = (
+            check_drift(lake, interval, frame, policy or DriftPolicy()) if report.success else []
+        )
+        success = report.success and not any(f.quarantines for f in findings)
+        target = lake.partition("raw" if success else "quarantine", interval)
+        docs = _place_docs(report.docs, render_docs, target / DATA_DOCS)
     breaches = [f for f in findings if f.breached]
     for finding in breaches:
         log.warning("partition %s drift: %s", interval.id, finding.describe())
-    success = report.success and not any(f.quarantines for f in findings)
     summary = report.summary()
     if breaches:
         summary += "; drift: " + "; ".join(f.describe() for f in breaches)
     zone = "raw" if success else "quarantine"
-    target = lake.partition(zone, interval)
-    shutil.rmtree(target / DATA_DOCS, ignore_errors=True)
-    target.mkdir(parents=True, exist_ok=True)
-    if staging_docs.exists():
-        staging_docs.rename(target / DATA_DOCS)  # the report travels with its rows
-    docs = report.docs.replace(str(staging_docs), str(target / DATA_DOCS)) if report.docs else None
     validation = {
         "success": success,
         "summary": summary,

@@ -109,6 +109,46 @@ def redis_url() -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A local S3 server (moto's, in a thread of this process) for a lake on an object store:
+    its URL. The S3 protocol is spoken over HTTP, so child processes can use it too."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_endpoint) -> dict[str, str]:
+    """The AWS variables that reach ``s3_endpoint``, for child processes."""
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+    }
+
+
+@pytest.fixture
+def s3_lake(s3_env, monkeypatch) -> str:
+    """An ``s3://`` lake root in a new bucket on ``s3_endpoint``, with ``s3_env`` set in this
+    process."""
+    import uuid
+
+    import s3fs
+
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"lake-{uuid.uuid4().hex[:12]}"
+    fs = s3fs.S3FileSystem(endpoint_url=s3_env["AWS_ENDPOINT_URL"], skip_instance_cache=True)
+    fs.mkdir(bucket)
+    return f"s3://{bucket}/lake"
+
+
 # The longest files first, one on each xdist worker, so that neither is left to run alone at the
 # end (xdist is told not to reorder files by their number of tests).
 LONGEST_FIRST = (

@@ -1,13 +1,13 @@
-"""Operating the quarantine: list it, release a partition after a fix in the event store."""
-
-from pathlib import Path
+"""Operating the quarantine: list it, release a partition after a fix in the event store, on a
+local lake and on one in S3 (moto's server)."""
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
 from recsys import collect, events, features, quarantine, validate
-from recsys.lake import Interval, Lake, read_json
+from recsys.config import ENV_LAKE, Settings
+from recsys.lake import Interval, Lake, lake_path, read_json, read_parquet
 
 DAY = Interval.parse("2024-01-01", "2024-01-02")
 NEXT = Interval.parse("2024-01-02", "2024-01-03")
@@ -17,6 +17,14 @@ GOOD = [
 ]
 NEXT_DAY = [{"user_id": "u1", "item_id": "i9", "event_time": "2024-01-02T05:00:00"}]
 BAD = {"event_id": "bad-1", "user_id": None, "item_id": "i1", "event_time": "2024-01-01T07:00:00"}
+
+
+@pytest.fixture(params=["local", "s3"])
+def settings(request, settings, monkeypatch):
+    if request.param == "local":
+        return settings
+    monkeypatch.setenv(ENV_LAKE, request.getfixturevalue("s3_lake"))
+    return Settings.from_env()
 
 
 @pytest.fixture
@@ -34,8 +42,8 @@ def test_list_says_what_was_stopped_and_where(settings, quarantined):
     (entry,) = quarantine.list_quarantined(settings)
     assert entry["interval"] == DAY.id and entry["rows"] == len(GOOD) + 1
     assert "expect_column_values_to_not_be_null(user_id)" in entry["summary"]
-    assert pd.read_parquet(entry["path"])["event_id"].tolist().count("bad-1") == 1
-    page = Path(entry["data_docs"])  # the rendered Great Expectations report, kept with the rows
+    assert read_parquet(lake_path(entry["path"]))["event_id"].tolist().count("bad-1") == 1
+    page = lake_path(entry["data_docs"])  # the rendered Great Expectations report, with the rows
     assert page.is_file() and page.suffix == ".html" and "user_id" in page.read_text()
 
 
@@ -75,10 +83,10 @@ def test_release_refuses_what_is_not_quarantined(settings, quarantined, bad_id, 
         quarantine.release(settings, bad_id)
 
 
-def _corrupt_partition(tmp_path):
+def _corrupt_partition(settings):
     from recsys.lake import EVENTS, CorruptPartitionError, publish
 
-    lake = Lake(tmp_path)
+    lake = Lake(settings.lake_root)
     publish(pd.DataFrame({"a": range(50)}), lake.partition("raw", DAY), {"validation": {}})
     path = lake.partition("raw", DAY) / EVENTS
     path.write_bytes(path.read_bytes()[:-1] + b"\0")
@@ -87,8 +95,8 @@ def _corrupt_partition(tmp_path):
     return lake, err.value
 
 
-def test_a_corrupt_partition_is_moved_to_the_quarantine_with_its_reason(tmp_path):
-    lake, err = _corrupt_partition(tmp_path)
+def test_a_corrupt_partition_is_moved_to_the_quarantine_with_its_reason(settings):
+    lake, err = _corrupt_partition(settings)
     target = quarantine.quarantine_corrupt(lake, err, "test")
     assert target == lake.partition("quarantine", DAY)
     assert lake.partitions("raw") == [] and lake.partitions("quarantine") == [DAY]
@@ -101,10 +109,10 @@ def test_a_corrupt_partition_is_moved_to_the_quarantine_with_its_reason(tmp_path
     )
 
 
-def test_a_partition_republished_while_read_is_not_quarantined(tmp_path):
+def test_a_partition_republished_while_read_is_not_quarantined(settings):
     from recsys.lake import publish
 
-    lake, err = _corrupt_partition(tmp_path)
+    lake, err = _corrupt_partition(settings)
     publish(pd.DataFrame({"a": range(50)}), lake.partition("raw", DAY), {})  # a concurrent rerun
     assert quarantine.quarantine_corrupt(lake, err, "test") is None
     assert lake.partitions("raw") == [DAY] and lake.partitions("quarantine") == []
