@@ -34,6 +34,7 @@ VALID_K = 10
 SELECT_METRIC = f"ndcg_at_{VALID_K}"  # checkpoint selection and early stopping
 GRAD_CLIP = 1.0
 CE_CHUNK = 512  # rows of logits computed at once: (512, n_items + 1) floats stay in cache
+TOKEN_WEIGHTED = True  # batch losses weighted by their number of targets (see ``_run_epoch``)
 LENGTH_BUCKET = 8  # windows whose lengths fall in the same bucket of 8 are batched together
 
 
@@ -302,6 +303,11 @@ def _run_epoch(
     device = model.item_emb.weight.device
     lengths = (data != 0).sum(dim=1)  # (N,)
     batches = _batches(lengths, cfg.batch_size, gen)
+    # Batches of short windows carry fewer targets: each batch's mean loss is weighted by its
+    # number of targets over the mean number, so that every target weighs the same in an epoch
+    # (length bucketing would otherwise weigh a target of a short history up to T / 8 times more).
+    real = int(((data[:, :-1] != 0) & (data[:, 1:] != 0)).sum())
+    targets_per_batch = max(real, 1) / len(batches)
     if world > 1:
         if len(batches) < world:
             raise ValueError(f"{len(batches)} batches cannot be shared by {world} processes")
@@ -317,11 +323,11 @@ def _run_epoch(
         sel = (x != 0) & (y != 0)  # predict only from a real item
         hidden = net(x)[sel]  # (M, D)
         loss = _loss(model, hidden, y[sel], cfg)
+        n = int(sel.sum())
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * (n / targets_per_batch) if TOKEN_WEIGHTED else loss).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
         opt.step()
-        n = int(sel.sum())
         total_loss += float(loss.detach()) * n
         n_tokens += n
         if world == 1 and time.perf_counter() >= deadline:

@@ -162,3 +162,33 @@ def test_the_optimizer_follows_the_schedule_and_bad_schedules_are_refused(split)
     assert last < cfg.lr
     with pytest.raises(ValueError, match="schedule"):
         train(split, N_ITEMS, MODEL, dataclasses.replace(TRAIN, schedule="linear"))
+
+
+def test_an_epoch_weighs_every_target_alike_whatever_its_batch(monkeypatch):
+    """Length-bucketed batches carry very different numbers of targets. One epoch of tiny SGD
+    steps must move the weights like ``n_batches`` steps on the mean loss over all targets,
+    as if batches were uniform: a target of a short history is not worth more than another."""
+    import recsys.train as T
+
+    monkeypatch.setattr(T, "GRAD_CLIP", 1e9)
+    cfg = dataclasses.replace(TRAIN, lr=1e-3, batch_size=2)
+    sequences = [[1, 2, 3], [4, 5, 6], [7, 8, 9, 10] * 5, [11, 12, 13, 14] * 5]  # 2 + 2 + 19 + 19
+    data = build_windows(sequences, max_len=20)
+    torch.manual_seed(0)
+    model = init_model(N_ITEMS, dataclasses.replace(MODEL, dropout=0.0)).double()
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    x, y = data[:, :-1], data[:, 1:]
+    sel = (x != 0) & (y != 0)
+    full = T.SoftmaxCrossEntropy.apply(model.hidden(x)[sel], model.item_emb.weight, y[sel])
+    names = [n for n, _ in model.named_parameters()]
+    grads = torch.autograd.grad(full, list(model.parameters()))
+    expected = {n: -cfg.lr * 2 * g for n, g in zip(names, grads, strict=True)}  # 2 batches
+
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(0)
+    T._run_epoch(model, T._Hidden(model), opt, data, cfg, gen, deadline=float("inf"))
+    moved = {n: p.detach() - start[n] for n, p in model.named_parameters()}
+    for name in ("item_emb.weight", "blocks.0.attn.qkv.weight", "pos_emb.weight"):
+        err = (moved[name] - expected[name]).norm() / expected[name].norm()
+        assert err < 0.02, (name, float(err))
