@@ -3,6 +3,11 @@
     .venv/bin/python bench/quality.py                  # baselines only, well under a minute
     .venv/bin/python bench/quality.py --model --seeds 3
     .venv/bin/python bench/quality.py --no-mlflow      # print only
+    .venv/bin/python bench/quality.py --data synthetic --model   # 1M events, 20,000 users
+
+``--data synthetic`` checks that the defaults are not tuned to MovieLens: ``recsys.synthetic``'s
+walks (next item 1-3 steps along a ring of ``--synthetic-items`` items, 10% random jumps, 2%
+taste drift) for ``--synthetic-events`` events, a larger and denser catalogue.
 
 Each user's ratings are ordered by time (then event id); items are numbered 1..n by first
 appearance. The last item of each user is the test target, the one before it the validation
@@ -56,6 +61,23 @@ def ml100k_sequences(cache_dir: Path, ties: str = "event_id") -> tuple[list[list
         records.sort(key=lambda r: (r[S.EVENT_TIME], r[S.EVENT_ID]))
     else:
         records.sort(key=lambda r: r[S.EVENT_TIME])  # stable: file order within a second
+    index: dict[str, int] = {}
+    per_user: dict[str, list[int]] = {}
+    for rec in records:
+        item = index.setdefault(rec[S.ITEM_ID], len(index) + 1)
+        per_user.setdefault(rec[S.USER_ID], []).append(item)
+    return [per_user[u] for u in sorted(per_user)], len(index)
+
+
+def synthetic_sequences(n_events: int, n_items: int, seed: int = 0) -> tuple[list[list[int]], int]:
+    """(sequences, n_items) of about ``n_events`` synthetic events, 30 to 70 per user."""
+    from recsys.synthetic import generate
+
+    records = generate(
+        n_users=max(n_events // 50, 1), n_items=n_items, events_per_user=(30, 70), days=30,
+        drift=0.02, seed=seed,
+    )  # fmt: skip
+    records.sort(key=lambda r: (r[S.EVENT_TIME], r[S.EVENT_ID]))
     index: dict[str, int] = {}
     per_user: dict[str, list[int]] = {}
     for rec in records:
@@ -131,6 +153,9 @@ def mean_row(name: str, runs: list[dict[str, float]], seconds: float, k: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--data", choices=("ml100k", "synthetic"), default="ml100k")
+    parser.add_argument("--synthetic-events", type=int, default=1_000_000)
+    parser.add_argument("--synthetic-items", type=int, default=5_000)
     parser.add_argument("--model", action="store_true", help="also train and evaluate SASRec")
     parser.add_argument("--seeds", type=int, default=1, help="SASRec seeds (mean ± std)")
     parser.add_argument(
@@ -154,12 +179,16 @@ def main() -> None:
         eval_every=args.eval_every,
         patience=args.patience,
     )
-    seqs, n_items = ml100k_sequences(args.cache, args.ties)
+    if args.data == "synthetic":
+        seqs, n_items = synthetic_sequences(args.synthetic_events, args.synthetic_items)
+        title, ties = "synthetic", ""
+    else:
+        seqs, n_items = ml100k_sequences(args.cache, args.ties)
+        title, ties = "MovieLens-100K", f", same-second ties by {args.ties}"
     split = leave_last_out(seqs, min_events=3)
     print(
-        f"MovieLens-100K: {len(seqs)} users, {n_items} items, "
-        f"{sum(map(len, seqs))} events, {len(split.test_target)} test users, "
-        f"same-second ties by {args.ties}"
+        f"{title}: {len(seqs)} users, {n_items} items, {sum(map(len, seqs))} events, "
+        f"{len(split.test_target)} test users{ties}"
     )
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
     header = "".join(m.format(k=args.k).rjust(16) for m in METRICS)
@@ -205,7 +234,8 @@ def log_results(
     from common import log_benchmark
 
     params = {
-        "k": args.k, "ties": args.ties, "model": args.model, "seeds": args.seeds,
+        "k": args.k, "data": args.data, "ties": args.ties, "model": args.model,
+        "seeds": args.seeds,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu",
         **{f"model.{f}": v for f, v in dataclasses.asdict(model_cfg).items()},
         **{f"train.{f}": v for f, v in dataclasses.asdict(train_cfg).items()},
