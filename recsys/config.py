@@ -90,7 +90,7 @@ class ModelConfig:
     d_model: int = 64
     n_layers: int = 2
     n_heads: int = 2
-    dropout: float = 0.2
+    dropout: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -99,11 +99,11 @@ class TrainConfig:
 
     mode: Literal["full", "incremental"] = "full"
     epochs: int = 200
-    batch_size: int = 128
+    batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.01
-    patience: int = 3  # validation checks without improvement before early stopping
-    eval_every: int = 5  # epochs between validation checks
+    patience: int = 10  # validation checks without improvement before early stopping
+    eval_every: int = 2  # epochs between validation checks
     seed: int = 42
     max_seconds: float = 600.0  # hard wall-clock cap on one training run
     loss: Literal["full", "sampled"] = "full"  # softmax over the whole catalogue, or sampled
