@@ -49,6 +49,17 @@ if TYPE_CHECKING:  # torch is only imported when SASRec is trained
 METRICS = ("hr_at_{k}", "ndcg_at_{k}", "mrr", "coverage_at_{k}", "novelty_at_{k}", "arp_at_{k}")
 
 
+def to_sequences(records: list[dict[str, Any]]) -> tuple[list[list[int]], int]:
+    """(sequences, n_items) of time-sorted ``records``: each user's items in order (users sorted
+    by id), items numbered 1..n by first appearance."""
+    index: dict[str, int] = {}
+    per_user: dict[str, list[int]] = {}
+    for rec in records:
+        item = index.setdefault(rec[S.ITEM_ID], len(index) + 1)
+        per_user.setdefault(rec[S.USER_ID], []).append(item)
+    return [per_user[u] for u in sorted(per_user)], len(index)
+
+
 def ml100k_sequences(cache_dir: Path, ties: str = "event_id") -> tuple[list[list[int]], int]:
     """(sequences, n_items): per-user time-ordered item indices, items numbered by first use.
 
@@ -61,12 +72,7 @@ def ml100k_sequences(cache_dir: Path, ties: str = "event_id") -> tuple[list[list
         records.sort(key=lambda r: (r[S.EVENT_TIME], r[S.EVENT_ID]))
     else:
         records.sort(key=lambda r: r[S.EVENT_TIME])  # stable: file order within a second
-    index: dict[str, int] = {}
-    per_user: dict[str, list[int]] = {}
-    for rec in records:
-        item = index.setdefault(rec[S.ITEM_ID], len(index) + 1)
-        per_user.setdefault(rec[S.USER_ID], []).append(item)
-    return [per_user[u] for u in sorted(per_user)], len(index)
+    return to_sequences(records)
 
 
 def synthetic_sequences(n_events: int, n_items: int, seed: int = 0) -> tuple[list[list[int]], int]:
@@ -78,12 +84,7 @@ def synthetic_sequences(n_events: int, n_items: int, seed: int = 0) -> tuple[lis
         drift=0.02, seed=seed,
     )  # fmt: skip
     records.sort(key=lambda r: (r[S.EVENT_TIME], r[S.EVENT_ID]))
-    index: dict[str, int] = {}
-    per_user: dict[str, list[int]] = {}
-    for rec in records:
-        item = index.setdefault(rec[S.ITEM_ID], len(index) + 1)
-        per_user.setdefault(rec[S.USER_ID], []).append(item)
-    return [per_user[u] for u in sorted(per_user)], len(index)
+    return to_sequences(records)
 
 
 def metrics_of(scores: np.ndarray, split: Split, n_items: int, k: int) -> dict[str, float]:
