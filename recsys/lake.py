@@ -393,11 +393,3 @@ def remove_tree(directory: LakePath) -> None:
         return
     for path in reversed(_files(directory)):
         path.unlink(missing_ok=True)
-
-
-def upload_tree(local: Path, target: LakePath) -> LakePath:
-    """Copy a local folder (rendered reports) to ``target``, replacing what was there."""
-    remove_tree(target)
-    for path in sorted(p for p in local.rglob("*") if p.is_file()):
-        copy_file(path, target / path.relative_to(local).as_posix())
-    return target

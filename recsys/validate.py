@@ -33,7 +33,6 @@ from recsys.lake import (
     publish,
     remove_tree,
     unpublish,
-    upload_tree,
     write_json,
 )
 
@@ -191,15 +190,9 @@ def _render_folder(staging_docs: LakePath) -> Iterator[Path]:
 
 def _place_docs(page: str | None, rendered: Path, target: LakePath) -> str | None:
     """Move rendered Data Docs beside the partition's rows; the page's new address."""
-    if is_local(target):
-        shutil.rmtree(target, ignore_errors=True)
-        if rendered.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            rendered.rename(target)  # the report travels with its rows
-    elif rendered.exists():
-        upload_tree(rendered, target)
-    else:
-        remove_tree(target)
+    remove_tree(target)
+    if rendered.exists():
+        move_tree(rendered, target)  # the report travels with its rows
     return page.replace(str(rendered), str(target)) if page else None
 
 
