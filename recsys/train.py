@@ -34,7 +34,6 @@ VALID_K = 10
 SELECT_METRIC = f"ndcg_at_{VALID_K}"  # checkpoint selection and early stopping
 GRAD_CLIP = 1.0
 CE_CHUNK = 512  # rows of logits computed at once: (512, n_items + 1) floats stay in cache
-TOKEN_WEIGHTED = True  # batch losses weighted by their number of targets (see ``_run_epoch``)
 LENGTH_BUCKET = 8  # windows whose lengths fall in the same bucket of 8 are batched together
 
 
@@ -325,7 +324,7 @@ def _run_epoch(
         loss = _loss(model, hidden, y[sel], cfg)
         n = int(sel.sum())
         opt.zero_grad(set_to_none=True)
-        (loss * (n / targets_per_batch) if TOKEN_WEIGHTED else loss).backward()
+        (loss * (n / targets_per_batch)).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
         opt.step()
         total_loss += float(loss.detach()) * n
