@@ -47,6 +47,17 @@ events_table = sa.Table(
 
 _CHUNK = 5_000
 
+# A user's newest events for serving (``EventStore.history_rows``), built once: building the
+# expression costs more than running it (SQLAlchemy caches the compiled form, not the object).
+_HISTORY = (
+    sa.select(events_table.c[S.EVENT_TIME], events_table.c[S.EVENT_ID], events_table.c[S.ITEM_ID])
+    .where(events_table.c[S.USER_ID] == sa.bindparam("user"))
+    .where(events_table.c[S.ITEM_ID].is_not(None))
+    .where(events_table.c[S.EVENT_TYPE].in_(S.EVENT_TYPES))
+    .order_by(events_table.c[S.EVENT_TIME].desc(), events_table.c[S.EVENT_ID].desc())
+    .limit(sa.bindparam("limit"))
+)
+
 
 def add_missing_columns(engine: sa.Engine, table: sa.Table = events_table) -> list[str]:
     """Add the nullable columns a table created by an older release lacks (``ALTER TABLE``).
@@ -156,17 +167,9 @@ class EventStore:
 
     def history_rows(self, user_id: str, limit: int = 200) -> list[tuple[str, str, str]]:
         """The user's most recent ``(event_time, event_id, item_id)``, oldest first."""
-        c = events_table.c
-        query = (
-            sa.select(c[S.EVENT_TIME], c[S.EVENT_ID], c[S.ITEM_ID])
-            .where(c[S.USER_ID] == user_id, c[S.ITEM_ID].is_not(None))
-            .where(c[S.EVENT_TYPE].in_(S.EVENT_TYPES))
-            .order_by(c[S.EVENT_TIME].desc(), c[S.EVENT_ID].desc())
-            .limit(limit)
-        )
         with self.engine.connect() as conn:
-            rows = [tuple(row) for row in conn.execute(query)]
-        return rows[::-1]
+            rows = conn.execute(_HISTORY, {"user": user_id, "limit": limit}).all()
+        return [tuple(row) for row in reversed(rows)]
 
     def item_counts(self, window: dt.timedelta | None, limit: int) -> list[tuple[str, int]]:
         """The ``limit`` items with most events ingested in the ``window`` before the newest
