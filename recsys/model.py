@@ -53,14 +53,24 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.resid_drop = Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, last_only: bool = False
+    ) -> torch.Tensor:
+        """Attention output ``(B, T, D)``; ``mask`` ``(B, 1, T, T)`` or None for plain causal.
+
+        With ``last_only`` only the last position queries: output ``(B, 1, D)``, and ``mask``
+        is its row ``(B, 1, 1, T)`` or None (every key allowed).
+        """
         b, t, d = x.shape  # (B, T, D)
         q, k, v = self.qkv(x).split(d, dim=2)  # 3 x (B, T, D)
-        q, k, v = (z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (q, k, v))
+        q = q[:, -1:] if last_only else q  # (B, T_q, D)
+        heads = (b, -1, self.n_heads, d // self.n_heads)
+        q, k, v = (z.reshape(heads).transpose(1, 2) for z in (q, k, v))  # (B, H, T_*, D / H)
         # No dropout on the attention probabilities: a (B, H, T, T) random draw per layer costs
         # more than it regularises at this size; embeddings and residuals are dropped instead.
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, D / H)
-        y = y.transpose(1, 2).reshape(b, t, d)  # (B, T, D)
+        causal = mask is None and not last_only
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        y = y.transpose(1, 2).reshape(b, q.shape[2], d)  # (B, T_q, D)
         return self.resid_drop(self.proj(y))
 
 
@@ -83,8 +93,12 @@ class Block(nn.Module):
             Dropout(cfg.dropout),
         )
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), mask)  # (B, T, D)
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, last_only: bool = False
+    ) -> torch.Tensor:
+        """``(B, T, D)``, or ``(B, 1, D)`` for the last position only (see the attention)."""
+        y = self.attn(self.ln1(x), mask, last_only)  # (B, T, D) or (B, 1, D)
+        x = (x[:, -1:] if last_only else x) + y
         return x + self.mlp(self.ln2(x))
 
 
@@ -122,6 +136,24 @@ class SASRec(nn.Module):
 
     def hidden(self, seqs: torch.Tensor) -> torch.Tensor:
         """Final hidden states ``(B, T, D)`` of left-padded item indices ``seqs`` ``(B, T)``."""
+        x, mask = self._embed(seqs)
+        for block in self.blocks:
+            x = block(x, mask)  # (B, T, D)
+        return self.ln_f(x)
+
+    def last_hidden(self, seqs: torch.Tensor) -> torch.Tensor:
+        """``hidden(seqs)[:, -1]`` ``(B, D)``, computing only what the last position needs: the
+        last block runs for that position alone. What scoring and serving use."""
+        x, mask = self._embed(seqs)
+        for block in self.blocks[:-1]:
+            x = block(x, mask)  # (B, T, D)
+        last_row = None if mask is None else mask[:, :, -1:]  # (B, 1, 1, T)
+        x = self.blocks[-1](x, last_row, last_only=True)  # (B, 1, D)
+        return self.ln_f(x[:, 0])
+
+    def _embed(self, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Input vectors ``(B, T, D)`` and the attention mask ``(B, 1, T, T)``; the mask is None
+        when no position is padding (plain causal attention, a faster kernel)."""
         b, t = seqs.shape
         if t > self.cfg.max_len:
             raise ValueError(f"sequence length {t} exceeds max_len={self.cfg.max_len}")
@@ -129,15 +161,14 @@ class SASRec(nn.Module):
         # Positions are right-aligned: the most recent item always gets position max_len - 1.
         pos = torch.arange(self.cfg.max_len - t, self.cfg.max_len, device=seqs.device)  # (T,)
         x = self.item_emb(seqs) + self.pos_emb(pos)  # (B, T, D)
+        if bool(keep.all()):
+            return self.drop(x), None
         x = self.drop(x) * keep.unsqueeze(-1)  # padded positions start at exactly 0
         # Query i may attend key j if j <= i and j is an item. The diagonal is always allowed so a
         # padded query (or a fully padded row) still has one key: softmax over nothing is NaN.
         causal = torch.ones(t, t, dtype=torch.bool, device=seqs.device).tril()  # (T, T)
         eye = torch.eye(t, dtype=torch.bool, device=seqs.device)  # (T, T)
-        mask = (causal & keep[:, None, None, :]) | eye  # (B, 1, T, T)
-        for block in self.blocks:
-            x = block(x, mask)  # (B, T, D)
-        return self.ln_f(x)
+        return x, (causal & keep[:, None, None, :]) | eye  # (B, 1, T, T)
 
     def forward(self, seqs: torch.Tensor) -> torch.Tensor:
         """Next-item logits ``(B, T, n_items + 1)`` for left-padded ``seqs`` ``(B, T)``."""
@@ -193,7 +224,7 @@ def score_contexts(
         with torch.no_grad():
             for start in range(0, len(seqs), batch_size):
                 batch = torch.from_numpy(seqs[start : start + batch_size]).to(weight.device)
-                last = model.hidden(batch)[:, -1]  # (B, D)
+                last = model.last_hidden(batch)  # (B, D)
                 logits = last @ weight[1 : n_known + 1].T  # (B, n_known)
                 out[start : start + len(batch), 1 : n_known + 1] = logits.float().cpu().numpy()
     finally:

@@ -70,7 +70,7 @@ class Recommender:
         longest = max((sum(1 for i in c if 0 < i <= n_model) for c in contexts), default=0)
         seqs = pad_left(contexts, max(1, min(longest, self.max_len)), n_model)  # (N, T)
         with torch.inference_mode():
-            last = self.model.hidden(torch.from_numpy(seqs))[:, -1]  # (N, D)
+            last = self.model.last_hidden(torch.from_numpy(seqs))  # (N, D)
             logits = (last @ self.item_matrix).float().numpy()  # (N, n_known)
         out = np.full((len(contexts), self.n_items + 1), -np.inf, dtype=np.float32)
         out[:, 1 : self.n_known + 1] = logits

@@ -48,6 +48,34 @@ def test_padding_does_not_leak_into_outputs(model):
     torch.testing.assert_close(short, padded)
 
 
+def test_unpadded_batches_take_plain_causal_attention_with_the_same_outputs(model):
+    # A batch without padding skips the explicit mask (is_causal): every position must match
+    # the same items behind padding, which go through the mask.
+    with torch.no_grad():
+        plain = model.hidden(torch.tensor([[3, 4, 5, 6]]))
+        masked = model.hidden(torch.tensor([[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]]))[:1, 2:]
+    torch.testing.assert_close(plain, masked)
+
+
+@pytest.mark.parametrize("n_layers", [1, 3])
+@pytest.mark.parametrize(
+    "seqs",
+    [
+        [[1, 2, 3, 4, 5, 6, 7, 8], [8, 7, 6, 5, 4, 3, 2, 1]],  # no padding
+        [[0, 0, 0, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 0, 0, 9], [1, 2, 3, 4, 5, 6, 7, 8]],
+        [[0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 3, 4, 5]],  # a fully padded row
+    ],
+)
+def test_last_hidden_is_the_last_position_of_hidden(n_layers, seqs):
+    torch.manual_seed(1)
+    model = SASRec(N_ITEMS, dataclasses.replace(CFG, n_layers=n_layers)).eval()
+    batch = torch.tensor(seqs)
+    with torch.no_grad():
+        full, last = model.hidden(batch)[:, -1], model.last_hidden(batch)
+    assert last.shape == (len(seqs), CFG.d_model)
+    torch.testing.assert_close(last, full)
+
+
 @pytest.mark.parametrize("training", [False, True])
 def test_fully_padded_rows_are_finite(model, training):
     model.train(training)
