@@ -12,10 +12,13 @@ reload, the champion's run is registered again as a second version.
 
 Both servers run as subprocesses with one worker each: ``recsys serve`` (uvicorn, one process,
 torch at ``ServingConfig.torch_threads`` intra-op threads) and ``mlflow models serve -w 1
---env-manager local`` (uvicorn, torch's default threads). ``bench/loadgen.py`` drives each in its
-own process: 1, 8 and 32 closed-loop clients on keep-alive connections, the same users in the
-same order. Our API gets ``GET /recommendations/{user}?k=10`` and reads the history itself; MLflow
-gets that user's history as read from the same store (``dataframe_split``, ``params.k=10``).
+--env-manager local`` (uvicorn, torch's default threads). A load generator in its own process
+drives each: 1, 8 and 32 closed-loop clients on keep-alive connections, the same users in the
+same order. It is ``wrk`` when it is on PATH (``apt install wrk``; ``bench/wrk.lua`` replays the
+requests): written in C, it takes little of the cores the servers share, where
+``bench/loadgen.py`` (Python threads; used otherwise, or with ``--loadgen python``) competes for
+them. Our API gets ``GET /recommendations/{user}?k=10`` and reads the history itself; MLflow gets
+that user's history as read from the same store (``dataframe_split``, ``params.k=10``).
 
 Reload: a second API instance polling every ``--poll-seconds`` serves 8 clients while the
 ``champion`` alias moves to the second version; it reports the percentiles of the 5 s after the
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -46,6 +50,7 @@ from recsys.config import CHAMPION, PipelineConfig, Settings
 
 HERE = Path(__file__).resolve().parent
 LOADGEN = HERE / "loadgen.py"
+WRK_SCRIPT = HERE / "wrk.lua"
 BIN = Path(sys.executable).parent
 K = 10
 RELOAD_CLIENTS = 8
@@ -166,11 +171,51 @@ def check_answer(port: int, request: dict[str, Any]) -> int:
 
 
 def load(port: int, requests: Path, clients: int, seconds: float, out: Path) -> dict[str, Any]:
-    """Run the load generator in its own process and return its samples."""
+    """Run the Python load generator in its own process and return its samples."""
     cmd = [sys.executable, str(LOADGEN), "--port", str(port), "--requests", str(requests)]
     cmd += ["--clients", str(clients), "--seconds", str(seconds), "--out", str(out)]
     subprocess.run(cmd, check=True)
     return json.loads(out.read_text())
+
+
+def write_tsv(requests: list[dict[str, Any]], path: Path) -> None:
+    """``requests`` as ``bench/wrk.lua`` reads them: ``METHOD<TAB>PATH<TAB>BODY`` per line."""
+    lines = []
+    for r in requests:
+        body = "" if r["body"] is None else json.dumps(r["body"])  # one line, tabs escaped
+        lines.append(f"{r['method']}\t{r['path']}\t{body}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def load_wrk(port: int, requests: Path, clients: int, seconds: float) -> dict[str, float]:
+    """``wrk`` (one thread, ``clients`` keep-alive connections) replaying ``requests`` (TSV):
+    a one-second warm-up, then the measured run; returns what ``summarize`` returns."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("wrk is not on PATH (apt install wrk), or use --loadgen python")
+    url = f"http://127.0.0.1:{port}"
+
+    def run(duration: int) -> dict[str, Any]:
+        cmd = [wrk, "-t1", f"-c{clients}", f"-d{duration}s", "--timeout", "30s"]
+        cmd += ["-s", str(WRK_SCRIPT), url, "--", str(requests)]
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        line = next((x for x in done.stdout.splitlines() if x.startswith("WRK_JSON ")), None)
+        if line is None:
+            raise SystemExit(f"wrk printed no result:\n{done.stdout}\n{done.stderr}")
+        return json.loads(line.removeprefix("WRK_JSON "))
+
+    run(1)  # warm-up: connections, caches, the allocator
+    r = run(max(1, round(seconds)))
+    errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
+    duration = r["duration_us"] / 1e6
+    return {
+        "req_s": (r["requests"] - r["status"]) / duration,
+        "p50_ms": r["p50_us"] / 1000,
+        "p95_ms": r["p95_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000,
+        "errors": errors,
+        "requests": r["requests"],
+    }
 
 
 # -- statistics --------------------------------------------------------------------------------
@@ -226,6 +271,8 @@ def run_levels(
     ours, theirs = request_mix(settings, args.users, args.seed)
     (work / "ours.json").write_text(json.dumps(ours))
     (work / "mlflow.json").write_text(json.dumps(theirs))
+    write_tsv(ours, work / "ours.tsv")
+    write_tsv(theirs, work / "mlflow.tsv")
     api_port, mlflow_port = free_port(), free_port()
     api_cmd = [str(BIN / "recsys"), "serve", "--port", str(api_port), "--poll-seconds", "10"]
     mlflow_cmd = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/recsys@{CHAMPION}"]
@@ -245,9 +292,13 @@ def run_levels(
             raise SystemExit(f"{name} answered {n} items instead of {K} to {first['path']}")
         print(f"{name}: ready in {startup:.1f} s ({' '.join(cmd[1:])})", flush=True)
         for clients in args.clients:
-            out = work / f"{name.split()[0]}-{clients}.json"
-            result = load(port, work / reqs, clients, args.seconds, out)
-            row = {"server": name, "clients": clients, **summarize(result["samples"], args.seconds)}
+            if args.loadgen == "wrk":
+                stats = load_wrk(port, work / reqs.replace(".json", ".tsv"), clients, args.seconds)
+            else:
+                out = work / f"{name.split()[0]}-{clients}.json"
+                stats = summarize(load(port, work / reqs, clients, args.seconds, out)["samples"],
+                                  args.seconds)  # fmt: skip
+            row = {"server": name, "clients": clients, **stats}
             rows.append(row)
             print(
                 f"  {clients:>3} clients: {row['req_s']:8.1f} req/s  p99 {row['p99_ms']:7.1f} ms"
@@ -339,10 +390,17 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=500, help="MovieLens users in the mix")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--poll-seconds", type=float, default=1.0, help="reload run's polling")
+    parser.add_argument(
+        "--loadgen", choices=("auto", "wrk", "python"), default="auto",
+        help="load generator of the levels: wrk (C, light on the cores the servers share) when "
+        "it is on PATH, else bench/loadgen.py (Python); the reload always uses bench/loadgen.py",
+    )  # fmt: skip
     parser.add_argument("--no-reload", action="store_true", help="skip the reload measurement")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "recsys-bench")
     parser.add_argument("--no-mlflow", action="store_true", help="print only")
     args = parser.parse_args()
+    if args.loadgen == "auto":
+        args.loadgen = "wrk" if shutil.which("wrk") else "python"
 
     home = args.home or Path(tempfile.mkdtemp(prefix="recsys-bench-serve-"))
     settings = Settings.from_env({"RECSYS_HOME": str(home)})
@@ -361,7 +419,7 @@ def main() -> None:
     lines = report(rows, reload, notes)
     print(
         f"\nrecsys serving benchmark: {os.cpu_count()} cores, {args.seconds:g} s per level, "
-        f"{args.users} MovieLens-100K users, k={K}"
+        f"{args.users} MovieLens-100K users, k={K}, load generator {args.loadgen}"
     )
     print("\n".join(lines))
     if not args.no_mlflow:
@@ -379,6 +437,7 @@ def main() -> None:
             "home": str(home),
             "cpus": os.cpu_count(),
             "k": K,
+            "loadgen": args.loadgen,
         }
         params.update({f"cmd.{name.split()[0]}": n["command"] for name, n in notes.items()})
         from common import log_benchmark
