@@ -16,6 +16,7 @@ from recsys.impressions import (
     attribute,
     ctr_by_version,
     ctr_of,
+    impressions_table,
     read,
 )
 
@@ -86,6 +87,14 @@ def test_the_writer_flushes_on_close_and_drops_when_full(tmp_path):
     assert got[0] == imp("r0")  # items, times and flags survive the round trip
     log.write([imp("r0")])  # a retried write of a known request id is ignored
     assert len(read(engine, T0, T0 + dt.timedelta(hours=1))) == 4
+
+
+def test_a_row_fills_every_column_and_reads_back_the_same(tmp_path):
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'e.db'}")
+    anonymous_cold = imp("r1", version="7", items=("x", "y"), cold=True, user=None)
+    assert set(anonymous_cold.row()) == {c.name for c in impressions_table.columns}
+    ImpressionLog(engine).write([anonymous_cold, imp("r2")])
+    assert read(engine, T0, T0 + dt.timedelta(hours=1)) == [anonymous_cold, imp("r2")]
 
 
 def test_a_failed_write_is_counted_and_the_writer_goes_on(tmp_path):
