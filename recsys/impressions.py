@@ -232,7 +232,10 @@ class ImpressionLog:
                 self.dropped += 1
                 return False
             self._queue.append(impression)
-            self._cond.notify_all()
+            # Wake the writer only when it has something to do: at its first impression and when a
+            # batch is full. A wake-up per request would hand it the GIL at every request.
+            if len(self._queue) == 1 or len(self._queue) == WRITE_BATCH:
+                self._cond.notify_all()
             return True
 
     @property
