@@ -42,7 +42,11 @@ events_table = sa.Table(
     sa.Column(S.INGESTED_AT, sa.DateTime(), nullable=False, index=True),  # naive UTC
     sa.Column(S.VALUE, sa.Float(), nullable=True),
     sa.Column(REQUEST_ID, sa.String(64), nullable=True),  # added later: see ``add_missing_columns``
-    sa.Index("ix_events_user_time", S.USER_ID, S.EVENT_TIME),
+    # A user's history, as serving reads it (``_HISTORY``), from the index alone: in the order
+    # asked, with no table lookups (MovieLens-100K, SQLite: 0.06 ms a read, 0.24 ms without).
+    sa.Index(
+        "ix_events_user_history", S.USER_ID, S.EVENT_TIME, S.EVENT_ID, S.ITEM_ID, S.EVENT_TYPE
+    ),
 )
 
 _CHUNK = 5_000
@@ -85,6 +89,26 @@ def add_missing_columns(engine: sa.Engine, table: sa.Table = events_table) -> li
     return added
 
 
+def add_missing_indexes(engine: sa.Engine, table: sa.Table = events_table) -> list[str]:
+    """Create the indexes of ``table`` that a store made by an older release lacks (by name).
+
+    Indexes it has and this release does not name are left alone. Returns the names created.
+    """
+    existing = {ix["name"] for ix in sa.inspect(engine).get_indexes(table.name)}
+    created = []
+    for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+        if index.name in existing:
+            continue
+        log.info("creating index %s on the event store (once)", index.name)
+        try:
+            index.create(engine)
+        except sa.exc.DBAPIError:  # another process created it at the same moment
+            if index.name not in {ix["name"] for ix in sa.inspect(engine).get_indexes(table.name)}:
+                raise
+        created.append(str(index.name))
+    return created
+
+
 def utc_naive(ts: dt.datetime) -> dt.datetime:
     """Normalise an aware or naive (assumed UTC) datetime to naive UTC, as stored."""
     if ts.tzinfo is not None:
@@ -116,6 +140,7 @@ class EventStore:
             sa.event.listen(self.engine, "connect", _sqlite_concurrent)
         metadata.create_all(self.engine)
         add_missing_columns(self.engine)
+        add_missing_indexes(self.engine)
 
     def append(self, rows: Sequence[dict[str, Any]]) -> int:
         """Insert rows (dicts with ``EVENT_COLUMNS``); existing event ids are left untouched.

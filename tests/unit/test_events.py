@@ -2,6 +2,7 @@ import datetime as dt
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from recsys import event_files, events, movielens
 from recsys import schema as S
@@ -63,6 +64,33 @@ def test_history_is_time_ordered_and_limited(tmp_path):
     assert store.history("u") == ["i1", "i2", "i3"]
     assert store.history("u", limit=2) == ["i2", "i3"]
     assert store.history("nobody") == []
+
+
+def test_history_is_read_from_the_covering_index_alone(tmp_path):
+    store = events.EventStore(f"sqlite:///{tmp_path / 'e.db'}")
+    sql = str(events._HISTORY.compile(store.engine, compile_kwargs={"literal_binds": True}))
+    with store.engine.connect() as conn:
+        plan = " ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+    assert "COVERING INDEX ix_events_user_history" in plan
+    assert "TEMP B-TREE" not in plan  # already in the order asked
+
+
+def test_a_store_from_an_older_release_gains_the_history_index(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    old = sa.MetaData()
+    table = events.events_table.to_metadata(old)
+    for index in list(table.indexes):
+        table.indexes.discard(index)
+    sa.Index("ix_events_user_time", table.c[S.USER_ID], table.c[S.EVENT_TIME])  # the old index
+    old.create_all(engine)
+
+    store = events.EventStore(url)  # migrates
+    names = {ix["name"] for ix in sa.inspect(engine).get_indexes("events")}
+    assert {"ix_events_user_history", "ix_events_user_time"} <= names
+    assert events.add_missing_indexes(store.engine) == []  # idempotent
+    store.append(events.prepare_rows([{"user_id": "u", "item_id": "a", "event_time": 1000}]))
+    assert store.history("u") == ["a"]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
