@@ -34,6 +34,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from sqlalchemy.exc import OperationalError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 
 from recsys import schema as S
@@ -383,7 +384,7 @@ def create_app(
         return answer(request, loaded, user, session.items, session.k, session.exclude_seen)
 
     @app.post("/events", status_code=201)
-    def post_event(event: EventIn) -> dict[str, Any]:
+    async def post_event(event: EventIn) -> dict[str, Any]:
         """Store one event; posting the same ``event_id`` again stores nothing (idempotent)."""
         now = dt.datetime.now(dt.UTC)
         record = event.model_dump()
@@ -393,7 +394,9 @@ def create_app(
             record[S.EVENT_ID] = f"api-{uuid.uuid4().hex}"
         (row,) = prepare_rows([record], now=now)
         try:
-            stored = store.append_one(row)
+            # In a worker thread, the one hop off the event loop: a writer waiting for SQLite's
+            # lock (a bulk import holds it) must not stall the recommendations meanwhile.
+            stored = await run_in_threadpool(store.append_one, row)
         except OperationalError as err:  # SQLite's "database is locked" under load: not stored
             log.warning("event %s not stored: %s", row[S.EVENT_ID], err.orig)
             detail = "the event store is busy: retry with the same event_id"
