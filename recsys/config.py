@@ -113,6 +113,12 @@ class TrainConfig:
     # after ``warmup_epochs`` of linear warm-up (the schedule is laid out over ``epochs``).
     schedule: Literal["constant", "cosine"] = "constant"
     warmup_epochs: float = 0.0
+    # Validate and keep an exponential moving average of the weights, with this half-life in
+    # epochs (0: the raw weights). Steps per epoch vary with the data; epochs do not.
+    ema_halflife_epochs: float = 0.0
+    # Share of input items hidden from attention in each training step (augmentation; targets
+    # and the most recent item are kept). 0 disables it.
+    item_dropout: float = 0.0
 
     @classmethod
     def finetune(cls, **overrides: Any) -> TrainConfig:

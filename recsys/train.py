@@ -9,6 +9,7 @@ Selection uses the validation split only; the test split is never read here.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -16,7 +17,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -281,6 +282,48 @@ def lr_at(cfg: TrainConfig, progress: float) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * done))
 
 
+def drop_items(x: torch.Tensor, p: float) -> torch.Tensor:
+    """``x`` ``(B, T)`` with each item but the last column's turned to padding with probability
+    ``p`` (torch's global RNG): later positions no longer attend to it. The targets are unchanged,
+    so every position still predicts its next item, from less context."""
+    drop = (torch.rand(x.shape, device=x.device) < p) & (x != 0)  # (B, T)
+    drop[:, -1] = False
+    return x.masked_fill(drop, 0)
+
+
+class WeightAverage:
+    """Exponential moving average of a model's floating-point weights, updated after each step.
+
+    The decay per step gives a half-life of ``halflife_steps``; early on it is capped at
+    ``(1 + n) / (10 + n)`` after ``n`` updates, so the average soon forgets the random start.
+    ``applied`` swaps the average into the model for a validation and swaps the weights back.
+    """
+
+    def __init__(self, model: SASRec, halflife_steps: float) -> None:
+        self.decay = 0.5 ** (1.0 / max(halflife_steps, 1e-9))
+        self.updates = 0
+        self.shadow = {
+            k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()
+        }
+
+    @torch.no_grad()
+    def update(self, model: SASRec) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        state = model.state_dict()
+        for key, avg in self.shadow.items():
+            avg.lerp_(state[key], 1.0 - decay)
+
+    @contextlib.contextmanager
+    def applied(self, model: SASRec) -> Iterator[None]:
+        raw = {k: v.detach().clone() for k, v in model.state_dict().items() if k in self.shadow}
+        model.load_state_dict(self.shadow, strict=False)
+        try:
+            yield
+        finally:
+            model.load_state_dict(raw, strict=False)
+
+
 def _run_epoch(
     model: SASRec,
     net: torch.nn.Module,
@@ -290,6 +333,7 @@ def _run_epoch(
     gen: torch.Generator,
     deadline: float,
     epoch: int = 1,
+    ema: WeightAverage | None = None,
 ) -> tuple[float, int]:
     """One pass over ``data`` ``(N, T + 1)`` in a seeded random order: (mean loss, n targets).
 
@@ -320,6 +364,8 @@ def _run_epoch(
         batch = batch.to(device, non_blocking=True)
         x, y = batch[:, :-1], batch[:, 1:]  # (B, W - 1) inputs and next-item targets
         sel = (x != 0) & (y != 0)  # predict only from a real item
+        if cfg.item_dropout > 0:
+            x = drop_items(x, cfg.item_dropout)
         hidden = net(x)[sel]  # (M, D)
         loss = _loss(model, hidden, y[sel], cfg)
         n = int(sel.sum())
@@ -327,6 +373,8 @@ def _run_epoch(
         (loss * (n / targets_per_batch)).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
         opt.step()
+        if ema is not None:
+            ema.update(model)
         total_loss += float(loss.detach()) * n
         n_tokens += n
         if world == 1 and time.perf_counter() >= deadline:
@@ -368,6 +416,8 @@ class _State:
     total_tokens: int = 0
     elapsed: float = 0.0  # wall seconds spent by earlier attempts
     done: bool = False
+    ema: dict[str, Any] = field(default_factory=dict)  # WeightAverage.shadow, when averaging
+    ema_updates: int = 0
 
     def save(self, path: Path, model: SASRec, opt: torch.optim.Optimizer,
              gen: torch.Generator) -> None:  # fmt: skip
@@ -423,20 +473,27 @@ def _fit(
     gen = torch.Generator().manual_seed(cfg.seed)  # batch order
     st = _State.resume(state_path, _fingerprint(data, model, cfg), model, opt, gen)
     resumed_after = st.epoch
+    ema = None
+    if cfg.ema_halflife_epochs > 0:
+        steps_per_epoch = math.ceil(len(data) / cfg.batch_size) // world or 1
+        ema = WeightAverage(model, cfg.ema_halflife_epochs * steps_per_epoch)
+        if st.ema:  # resumed: the average as it was
+            ema.shadow, ema.updates = st.ema, st.ema_updates
     t0 -= st.elapsed
     deadline = t0 + cfg.max_seconds
     for epoch in range(st.epoch + 1, cfg.epochs + 1):
         if st.done:
             break
         t_epoch = time.perf_counter()
-        loss, n_tokens = _run_epoch(model, net, opt, data, cfg, gen, deadline, epoch)
+        loss, n_tokens = _run_epoch(model, net, opt, data, cfg, gen, deadline, epoch, ema)
         st.train_seconds += time.perf_counter() - t_epoch
         st.total_tokens += n_tokens
         st.losses.append(loss)
         st.epoch = epoch
         out_of_time = _agree(time.perf_counter() >= deadline, model.item_emb.weight.device)
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time:
-            _check(st, model, opt, split, n_items, cfg, loss, t0)
+            with ema.applied(model) if ema is not None else contextlib.nullcontext():
+                _check(st, model, opt, split, n_items, cfg, loss, t0)
             if st.bad_checks >= cfg.patience:
                 log.info("early stop at epoch %d, best epoch %d", epoch, st.best_epoch)
                 st.done = True
@@ -445,6 +502,8 @@ def _fit(
                 st.done = True
         st.elapsed = time.perf_counter() - t0
         if state_path is not None and rank == 0:
+            if ema is not None:
+                st.ema, st.ema_updates = ema.shadow, ema.updates
             st.save(state_path, model, opt, gen)
     checkpoint = Checkpoint(
         model_state=st.best_state,
@@ -542,6 +601,8 @@ def train(
         raise ValueError(f"schedule must be constant or cosine, warmup_epochs >= 0: {train_cfg}")
     if train_cfg.loss not in ("full", "sampled") or train_cfg.n_negatives < 1:
         raise ValueError(f"loss must be 'full' or 'sampled' with n_negatives >= 1: {train_cfg}")
+    if not 0.0 <= train_cfg.item_dropout < 1.0 or train_cfg.ema_halflife_epochs < 0:
+        raise ValueError(f"need 0 <= item_dropout < 1 and ema_halflife_epochs >= 0: {train_cfg}")
     if train_cfg.mode == "incremental" and init is None:
         raise ValueError("mode='incremental' needs an init checkpoint to warm-start from")
     with torch.random.fork_rng(devices=[]):

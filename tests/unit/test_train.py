@@ -8,8 +8,8 @@ import torch
 
 from recsys.config import ModelConfig, TrainConfig
 from recsys.evaluate import evaluate_model, evaluate_popularity, leave_last_out
-from recsys.model import build_model, score_contexts
-from recsys.train import build_windows, init_model, train
+from recsys.model import SASRec, build_model, score_contexts
+from recsys.train import WeightAverage, build_windows, drop_items, init_model, train
 
 N_ITEMS = 60
 MODEL = ModelConfig(max_len=20, d_model=32, n_layers=1, n_heads=2, dropout=0.1)
@@ -192,3 +192,61 @@ def test_an_epoch_weighs_every_target_alike_whatever_its_batch(monkeypatch):
     for name in ("item_emb.weight", "blocks.0.attn.qkv.weight", "pos_emb.weight"):
         err = (moved[name] - expected[name]).norm() / expected[name].norm()
         assert err < 0.02, (name, float(err))
+
+
+def test_weight_average_moves_by_its_decay_and_swaps_back_after_use():
+    torch.manual_seed(0)
+    model = SASRec(N_ITEMS, MODEL)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    ema = WeightAverage(model, halflife_steps=1.0)  # decay 0.5 per step
+    ema.updates = 100  # past the early cap (1 + n) / (10 + n)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update(model)
+    for key, value in start.items():
+        torch.testing.assert_close(ema.shadow[key], value + 0.5)
+    with ema.applied(model):
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(value, start[key] + 0.5)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, start[key] + 1.0)  # the raw weights are back
+
+
+def test_with_weight_averaging_the_average_is_validated_and_returned(split):
+    cfg = dataclasses.replace(TRAIN, epochs=6, eval_every=2, ema_halflife_epochs=1.0)
+    averaged = train(split, N_ITEMS, MODEL, cfg)
+    raw = train(split, N_ITEMS, MODEL, dataclasses.replace(cfg, ema_halflife_epochs=0.0))
+    assert averaged.losses == raw.losses  # the same training steps
+    again = evaluate_model(build_model(averaged.checkpoint), split, N_ITEMS, on="valid")
+    assert again["ndcg_at_10"] == pytest.approx(averaged.best_valid["ndcg_at_10"])
+    emb = "item_emb.weight"
+    assert not torch.equal(averaged.checkpoint.model_state[emb], raw.checkpoint.model_state[emb])
+
+
+def test_drop_items_hides_inputs_but_never_padding_or_the_last_column():
+    torch.manual_seed(0)
+    x = torch.randint(1, N_ITEMS, (64, 30))
+    x[:, :5] = 0  # padding
+    dropped = drop_items(x, 0.25)
+    hidden = (dropped == 0) & (x != 0)
+    assert torch.equal(dropped[~hidden], x[~hidden])  # only turned to padding, nothing else
+    assert not hidden[:, -1].any() and not hidden[:, :5].any()
+    share = hidden[:, 5:-1].float().mean().item()
+    assert 0.2 < share < 0.3
+    assert torch.equal(drop_items(x, 0.0), x)
+
+
+@pytest.mark.parametrize("bad", [{"item_dropout": 1.0}, {"item_dropout": -0.1},
+                                 {"ema_halflife_epochs": -1.0}])  # fmt: skip
+def test_bad_augmentation_or_averaging_is_refused(split, bad):
+    with pytest.raises(ValueError, match="item_dropout"):
+        train(split, N_ITEMS, MODEL, dataclasses.replace(TRAIN, **bad))
+
+
+def test_item_dropout_changes_the_training_steps_and_stays_seeded(split):
+    cfg = dataclasses.replace(TRAIN, epochs=2, eval_every=1, item_dropout=0.3)
+    a, b = train(split, N_ITEMS, MODEL, cfg), train(split, N_ITEMS, MODEL, cfg)
+    plain = train(split, N_ITEMS, MODEL, dataclasses.replace(cfg, item_dropout=0.0))
+    assert a.losses == b.losses
+    assert a.losses != plain.losses

@@ -1,6 +1,7 @@
 """Training survives being killed, trains with a sampled softmax, and mixes in a replay sample."""
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ RESUME_CFG = dataclasses.replace(TRAIN, epochs=12, eval_every=2, patience=100)
 # A child process that trains with a state file; the test kills it with SIGKILL mid-run.
 CHILD = textwrap.dedent(
     """
-    import dataclasses, sys, time
+    import dataclasses, json, sys, time
     import torch
     import recsys.train as T
     from recsys.evaluate import leave_last_out
@@ -35,7 +36,8 @@ CHILD = textwrap.dedent(
         time.sleep(0.3)
         return slow(*args, **kwargs)
     T._run_epoch = run_epoch
-    cfg = dataclasses.replace(TRAIN, epochs=12, eval_every=2, patience=100)
+    extra = json.loads(sys.argv[2])
+    cfg = dataclasses.replace(TRAIN, epochs=12, eval_every=2, patience=100, **extra)
     T.train(leave_last_out(walks(80, N_ITEMS, seed=3)), N_ITEMS, MODEL, cfg, state_path=sys.argv[1])
     """
 )
@@ -56,24 +58,28 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_killed_training_resumes_where_it_stopped(tmp_path):
+@pytest.mark.parametrize(
+    "extra", [{}, {"ema_halflife_epochs": 1.0, "item_dropout": 0.2}], ids=["plain", "averaged"]
+)
+def test_killed_training_resumes_where_it_stopped(tmp_path, extra):
     split = leave_last_out(walks(80, N_ITEMS, seed=3))
-    reference = train(split, N_ITEMS, MODEL, RESUME_CFG)  # never interrupted
+    cfg = dataclasses.replace(RESUME_CFG, **extra)
+    reference = train(split, N_ITEMS, MODEL, cfg)  # never interrupted
 
     state = tmp_path / "state.pt"
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(state)], env=env)
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(state), json.dumps(extra)], env=env)
     deadline = time.monotonic() + 120
     while _saved_epoch(state) < 3 and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     child.send_signal(signal.SIGKILL)
     child.wait()
     killed_after = _saved_epoch(state)
-    assert 3 <= killed_after < RESUME_CFG.epochs, "the child must die mid-run"
+    assert 3 <= killed_after < cfg.epochs, "the child must die mid-run"
 
-    resumed = train(split, N_ITEMS, MODEL, RESUME_CFG, state_path=state)
+    resumed = train(split, N_ITEMS, MODEL, cfg, state_path=state)
     assert resumed.resumed_after_epoch == killed_after and reference.resumed_after_epoch == 0
-    assert len(resumed.losses) == RESUME_CFG.epochs  # earlier epochs come from the state file
+    assert len(resumed.losses) == cfg.epochs  # earlier epochs come from the state file
     assert resumed.losses == pytest.approx(reference.losses, rel=1e-5)
     assert [h["epoch"] for h in resumed.history] == [h["epoch"] for h in reference.history]
     assert resumed.best_epoch == reference.best_epoch
