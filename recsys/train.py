@@ -473,9 +473,9 @@ def _fit(
     gen = torch.Generator().manual_seed(cfg.seed)  # batch order
     st = _State.resume(state_path, _fingerprint(data, model, cfg), model, opt, gen)
     resumed_after = st.epoch
+    steps_per_epoch = math.ceil(len(data) / cfg.batch_size) // world or 1
     ema = None
     if cfg.ema_halflife_epochs > 0:
-        steps_per_epoch = math.ceil(len(data) / cfg.batch_size) // world or 1
         ema = WeightAverage(model, cfg.ema_halflife_epochs * steps_per_epoch)
         if st.ema:  # resumed: the average as it was
             ema.shadow, ema.updates = st.ema, st.ema_updates
@@ -494,7 +494,7 @@ def _fit(
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time:
             with ema.applied(model) if ema is not None else contextlib.nullcontext():
                 _check(st, model, opt, split, n_items, cfg, loss, t0)
-            if st.bad_checks >= cfg.patience:
+            if st.bad_checks >= cfg.patience and epoch * steps_per_epoch >= cfg.min_steps:
                 log.info("early stop at epoch %d, best epoch %d", epoch, st.best_epoch)
                 st.done = True
             elif out_of_time:

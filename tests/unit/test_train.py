@@ -250,3 +250,11 @@ def test_item_dropout_changes_the_training_steps_and_stays_seeded(split):
     plain = train(split, N_ITEMS, MODEL, dataclasses.replace(cfg, item_dropout=0.0))
     assert a.losses == b.losses
     assert a.losses != plain.losses
+
+
+def test_early_stopping_waits_for_min_steps(split):
+    steps_per_epoch = -(-len(build_windows(split.train, MODEL.max_len)) // TRAIN.batch_size)
+    frozen = dataclasses.replace(TRAIN, lr=0.0, epochs=20, eval_every=1, patience=1)  # no progress
+    assert len(train(split, N_ITEMS, MODEL, frozen).losses) == 2  # the second check stops it
+    waiting = dataclasses.replace(frozen, min_steps=5 * steps_per_epoch)
+    assert len(train(split, N_ITEMS, MODEL, waiting).losses) == 5
