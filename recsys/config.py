@@ -106,7 +106,7 @@ class TrainConfig:
     # Early stopping waits for this many optimizer steps: a transformer's validation score can
     # stall for a while before attention pays off. A count of steps, not epochs, since an
     # epoch is 18 steps on MovieLens-100K and over 300 on 1M events.
-    min_steps: int = 0
+    min_steps: int = 1000
     eval_every: int = 2  # epochs between validation checks
     seed: int = 42
     max_seconds: float = 600.0  # hard wall-clock cap on one training run
@@ -127,7 +127,7 @@ class TrainConfig:
     @classmethod
     def finetune(cls, **overrides: Any) -> TrainConfig:
         """Preset for incremental fine-tuning: short, gentle, warm-started from the champion."""
-        base = dict(mode="incremental", epochs=10, lr=3e-4, eval_every=2, patience=2)
+        base = dict(mode="incremental", epochs=10, lr=3e-4, eval_every=2, patience=2, min_steps=0)
         base.update(overrides)
         return cls(**base)
 

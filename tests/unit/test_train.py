@@ -13,7 +13,9 @@ from recsys.train import WeightAverage, build_windows, drop_items, init_model, t
 
 N_ITEMS = 60
 MODEL = ModelConfig(max_len=20, d_model=32, n_layers=1, n_heads=2, dropout=0.1)
-TRAIN = TrainConfig(epochs=30, batch_size=64, lr=5e-3, eval_every=5, patience=3, seed=0)
+TRAIN = TrainConfig(
+    epochs=30, batch_size=64, lr=5e-3, eval_every=5, patience=3, seed=0, min_steps=0
+)
 
 
 def walks(n_users: int, n_items: int, seed: int) -> list[list[int]]:
@@ -254,7 +256,7 @@ def test_item_dropout_changes_the_training_steps_and_stays_seeded(split):
 
 def test_early_stopping_waits_for_min_steps(split):
     steps_per_epoch = -(-len(build_windows(split.train, MODEL.max_len)) // TRAIN.batch_size)
-    frozen = dataclasses.replace(TRAIN, lr=0.0, epochs=20, eval_every=1, patience=1)  # no progress
+    frozen = dataclasses.replace(TRAIN, lr=0.0, epochs=20, eval_every=1, patience=1, min_steps=0)
     assert len(train(split, N_ITEMS, MODEL, frozen).losses) == 2  # the second check stops it
     waiting = dataclasses.replace(frozen, min_steps=5 * steps_per_epoch)
     assert len(train(split, N_ITEMS, MODEL, waiting).losses) == 5
