@@ -168,6 +168,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=TrainConfig().batch_size)
     parser.add_argument("--eval-every", type=int, default=TrainConfig().eval_every)
     parser.add_argument("--patience", type=int, default=TrainConfig().patience)
+    parser.add_argument("--item-dropout", type=float, default=TrainConfig().item_dropout)
+    parser.add_argument(
+        "--ema-halflife", type=float, default=TrainConfig().ema_halflife_epochs,
+        help="weight averaging half-life in epochs (0: off)",
+    )  # fmt: skip
     parser.add_argument("--no-mlflow", action="store_true", help="print only, log nothing")
     args = parser.parse_args()
 
@@ -179,6 +184,8 @@ def main() -> None:
         batch_size=args.batch_size,
         eval_every=args.eval_every,
         patience=args.patience,
+        item_dropout=args.item_dropout,
+        ema_halflife_epochs=args.ema_halflife,
     )
     if args.data == "synthetic":
         seqs, n_items = synthetic_sequences(args.synthetic_events, args.synthetic_items)
