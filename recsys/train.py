@@ -477,8 +477,10 @@ def _fit(
     ema = None
     if cfg.ema_halflife_epochs > 0:
         ema = WeightAverage(model, cfg.ema_halflife_epochs * steps_per_epoch)
-        if st.ema:  # resumed: the average as it was
-            ema.shadow, ema.updates = st.ema, st.ema_updates
+        if st.ema:  # resumed: the average as it was (saved states load on the CPU)
+            device = model.item_emb.weight.device
+            ema.shadow = {k: v.to(device) for k, v in st.ema.items()}
+            ema.updates = st.ema_updates
     t0 -= st.elapsed
     deadline = t0 + cfg.max_seconds
     for epoch in range(st.epoch + 1, cfg.epochs + 1):
