@@ -152,8 +152,8 @@ class SASRec(nn.Module):
         return self.ln_f(x[:, 0])
 
     def _embed(self, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Input vectors ``(B, T, D)`` and the attention mask ``(B, 1, T, T)``; the mask is None
-        when no position is padding (plain causal attention, a faster kernel)."""
+        """Input vectors ``(B, T, D)`` and the attention mask ``(B, 1, T, T)``; in eval mode the
+        mask is None when no position is padding (plain causal attention, a faster kernel)."""
         b, t = seqs.shape
         if t > self.cfg.max_len:
             raise ValueError(f"sequence length {t} exceeds max_len={self.cfg.max_len}")
@@ -161,7 +161,8 @@ class SASRec(nn.Module):
         # Positions are right-aligned: the most recent item always gets position max_len - 1.
         pos = torch.arange(self.cfg.max_len - t, self.cfg.max_len, device=seqs.device)  # (T,)
         x = self.item_emb(seqs) + self.pos_emb(pos)  # (B, T, D)
-        if bool(keep.all()):
+        # Inference only: the check reads the tensor on the host, a sync per training step on GPU.
+        if not self.training and bool(keep.all()):
             return self.drop(x), None
         x = self.drop(x) * keep.unsqueeze(-1)  # padded positions start at exactly 0
         # Query i may attend key j if j <= i and j is an item. The diagonal is always allowed so a
