@@ -155,8 +155,8 @@ class ServingConfig:
     cache_events: int = 50  # just-posted events kept per user
     cache_ttl_s: float = 300.0  # how long a posted event stays in the in-process cache
     impression_queue: int = 10_000  # served lists waiting to be written; beyond that, dropped
-    # Intra-op threads per request (``recsys serve`` sets it; 0 keeps torch's default). Requests
-    # run in parallel already; on a busy machine torch's own threads stall for ~200 ms.
+    # Intra-op threads of the server process (``recsys serve`` sets it; 0 keeps torch's default).
+    # On a busy machine torch's own threads stall for ~200 ms; for more cores, run more processes.
     torch_threads: int = 1
 
     def __post_init__(self) -> None:
