@@ -191,6 +191,29 @@ def test_the_writer_gathers_a_batch_before_it_commits(tmp_path):
     assert batches == [3] and log.written == 3
 
 
+def test_the_writer_wakes_by_itself_after_the_linger_and_at_a_full_batch(tmp_path, monkeypatch):
+    monkeypatch.setattr("recsys.impressions.WRITE_BATCH", 4)
+    log = ImpressionLog(sa.create_engine(f"sqlite:///{tmp_path / 'e.db'}"), linger_s=0.2)
+    batches = []
+    log.write = lambda batch: batches.append(len(batch))
+    log.start()
+    log.log(imp("r0"))  # wakes the idle writer, which then lingers
+    deadline = time.monotonic() + 5
+    while not batches and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert batches == [1]  # written with no flush: the linger ran out
+    log.linger_s = 30.0
+    log.log(imp("r1"))
+    time.sleep(0.1)  # the writer now waits for a batch, up to 30 s
+    for n in range(2, 5):
+        log.log(imp(f"r{n}"))  # the fourth fills the batch
+    deadline = time.monotonic() + 5
+    while len(batches) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert batches == [1, 4]
+    log.close()
+
+
 def test_collect_ctr_writes_the_interval_and_rewrites_the_one_before_final(tmp_path):
     import json
 
