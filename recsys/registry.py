@@ -38,6 +38,14 @@ PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 DEFAULT_K = 10  # recommendations per user when the caller passes no ``k`` (as the pyfunc)
 
 
+def _not_found(err: MlflowException) -> bool:
+    """Whether MLflow said the alias or model does not exist (not that it failed to look)."""
+    if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+        return True
+    # A missing alias is INVALID_PARAMETER_VALUE "Registered model alias ... not found."
+    return err.error_code == "INVALID_PARAMETER_VALUE" and "not found" in str(err.message)
+
+
 def model_signature() -> ModelSignature:
     """What the pyfunc flavour (``pyfunc_model.py``) takes and returns: item-id lists, param k."""
     from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
@@ -198,14 +206,31 @@ class Registry:
         return [self.version(str(v)) for v in sorted(int(v.version) for v in found)]
 
     def alias(self, alias: str) -> ModelVersion | None:
-        """The version holding ``alias``, or None if the alias (or the model) does not exist."""
+        """The version holding ``alias``, or None if the alias (or the model) does not exist.
+
+        Any other MLflow error (the store busy or down) raises: None is an answer, not a guess.
+        """
         try:
             return self.client.get_model_version_by_alias(self.name, alias)
-        except MlflowException:
-            return None
+        except MlflowException as err:
+            if _not_found(err):
+                return None
+            raise
 
     def set_alias(self, alias: str, version: str) -> None:
-        self.client.set_registered_model_alias(self.name, alias, version)
+        """Point ``alias`` at ``version``.
+
+        MLflow looks the alias up and then inserts or updates it, so two processes setting a new
+        alias at once can collide on its unique key. The one that lost retries once: the row
+        exists by then, and the second try updates it.
+        """
+        try:
+            self.client.set_registered_model_alias(self.name, alias, version)
+        except MlflowException as err:
+            if _not_found(err):  # no such model or version: trying again changes nothing
+                raise
+            log.warning("setting %s to version %s failed (%s); trying again", alias, version, err)
+            self.client.set_registered_model_alias(self.name, alias, version)
 
     def tag_version(self, version: str, tags: dict[str, Any], description: str | None = None):
         for key, value in tags.items():

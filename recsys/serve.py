@@ -81,9 +81,7 @@ class ChampionHolder:
         with self._lock:
             try:
                 reg = Registry(self.settings)
-                champion = reg.alias(CHAMPION)
-                if champion is None:  # ``alias`` says None for an outage too: ask something else
-                    reg.client.search_registered_models(max_results=1)
+                champion = reg.alias(CHAMPION)  # raises when the registry cannot answer
                 if champion is None or (
                     self.current and self.current.version == str(champion.version)
                 ):
