@@ -400,16 +400,39 @@ def mlflow_version(reg: Registry, alias: str) -> str | None:
     return None if found is None else str(found.version)
 
 
+def _read_both(
+    reg: Registry, log: AliasLog, alias: str, tries: int = 5
+) -> tuple[Move | None, str | None]:
+    """The log's latest move of ``alias`` and the version MLflow says holds it, read as one.
+
+    recsys records a move (pending), then sets MLflow, then confirms the move. Reading the log,
+    then MLflow, then the log again, and finding the same move in the same state both times, means
+    no recsys move fell between the reads: a difference is real, not a move caught half-read.
+    """
+    head = log.head(alias)
+    for _ in range(tries):
+        in_mlflow = mlflow_version(reg, alias)
+        again = log.head(alias)
+        if _state(again) == _state(head):
+            return again, in_mlflow
+        head = again
+    raise RuntimeError(f"{alias} kept moving while it was read; try again")
+
+
+def _state(move: Move | None) -> tuple[int, bool] | None:
+    return None if move is None else (move.id, move.pending)
+
+
 def reconcile(reg: Registry, log: AliasLog, alias: str, by: str | None = None) -> Move | None:
     """Bring the log in step with MLflow; returns the move it finished or recorded, if any.
 
-    * A pending move (its process died between the log and MLflow) is finished: the MLflow alias
-      is set to its version, unless MLflow moved elsewhere meanwhile.
+    * A pending move (its process died between the log and MLflow, or is setting MLflow right
+      now) is finished: the MLflow alias is set to its version, unless MLflow moved elsewhere
+      meanwhile. Setting the same version twice is harmless.
     * MLflow holding the alias elsewhere than the log says is recorded as an ``external`` move
       (serving follows MLflow, so that is what was live from now on).
     """
-    in_mlflow = mlflow_version(reg, alias)
-    head = log.head(alias)
+    head, in_mlflow = _read_both(reg, log, alias)
     if head is not None and head.pending:
         if in_mlflow == head.from_version:
             logger.info("finishing the interrupted move #%s of %s", head.id, alias)
@@ -417,7 +440,7 @@ def reconcile(reg: Registry, log: AliasLog, alias: str, by: str | None = None) -
             return log.confirm(head.id)
         if in_mlflow == head.to_version:
             return log.confirm(head.id)
-    logged = log.current(alias)
+    logged = None if head is None else head.to_version
     if in_mlflow == logged:
         return None
     if in_mlflow is None and any(alias in v.aliases for v in reg.versions()):

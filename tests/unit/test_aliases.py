@@ -23,6 +23,7 @@ class FakeRegistry:
         self.known = {str(v) for v in range(1, n_versions + 1)}
         self.fail_next_set = False
         self.hide_alias = False  # answer None for every alias, as Registry.alias does on errors
+        self.meanwhile: list = []  # callables, one run after each alias read
 
     def version(self, version: str) -> SimpleNamespace:
         if version not in self.known:
@@ -36,9 +37,12 @@ class FakeRegistry:
         ]
 
     def alias(self, alias: str) -> SimpleNamespace | None:
-        if self.hide_alias or alias not in self.held:
-            return None
-        return SimpleNamespace(version=self.held[alias])
+        found = None
+        if not self.hide_alias and alias in self.held:
+            found = SimpleNamespace(version=self.held[alias])
+        if self.meanwhile:  # another process acts after MLflow answered, before the caller goes on
+            self.meanwhile.pop(0)()
+        return found
 
     def set_alias(self, alias: str, version: str) -> None:
         if self.fail_next_set:
@@ -253,6 +257,47 @@ def test_reconcile_never_records_a_removal_mlflow_did_not_confirm(alias_log):
     with pytest.raises(RuntimeError, match="did not say"):
         aliases.reconcile(reg, alias_log, "champion")
     assert len(alias_log.history()) == 1 and alias_log.current("champion") == "1"
+
+
+def test_reconcile_does_not_mistake_a_move_made_while_it_read(alias_log):
+    reg = FakeRegistry()
+    aliases.move_alias(reg, alias_log, "champion", "1", ME, "first")
+    # MLflow answers "1"; before the log is read, another promoter moves the champion to 2.
+    reg.meanwhile.append(
+        lambda: aliases.move_alias(reg, alias_log, "champion", "2", "cli:other@host", "better")
+    )
+    assert aliases.reconcile(reg, alias_log, "champion") is None  # in step: nothing to record
+    assert _moves(alias_log) == [("promote", None, "1"), ("promote", "1", "2")]
+    assert reg.held["champion"] == "2" and not reg.meanwhile
+
+    # The same, caught between the other promoter's log write and its MLflow write.
+    def half_moved() -> None:
+        alias_log.move("champion", "3", "2", "cli:other@host", "best", pending=True)
+
+    reg.meanwhile.append(half_moved)
+    finished = aliases.reconcile(reg, alias_log, "champion")
+    assert (finished.to_version, finished.pending) == ("3", False) and reg.held["champion"] == "3"
+    assert _moves(alias_log) == [
+        ("promote", None, "1"),
+        ("promote", "1", "2"),
+        ("promote", "2", "3"),
+    ]
+
+
+def test_reconcile_gives_up_on_an_alias_that_keeps_moving(alias_log):
+    reg = FakeRegistry()
+    held = [None, "1", "2", "3", "4", "5"]
+
+    def another_move() -> None:  # as move_alias does: the log, then MLflow, then confirmed
+        before, after = held.pop(0), held[0]
+        moved = alias_log.move("champion", after, before, ME, "busy", pending=True)
+        reg.held["champion"] = after
+        alias_log.confirm(moved.id)
+
+    reg.meanwhile.extend([another_move] * 5)
+    with pytest.raises(RuntimeError, match="kept moving"):
+        aliases.reconcile(reg, alias_log, "champion")
+    assert [m.kind for m in alias_log.history()] == ["promote"] * 5  # it recorded nothing
 
 
 def test_unknown_version_records_nothing(alias_log):
