@@ -22,7 +22,7 @@ class FakeRegistry:
         self.held: dict[str, str] = {}  # alias -> version
         self.known = {str(v) for v in range(1, n_versions + 1)}
         self.fail_next_set = False
-        self.hide_alias = False  # answer None for every alias, as Registry.alias does on errors
+        self.down = False  # alias reads raise, as Registry.alias does on MLflow errors
         self.meanwhile: list = []  # callables, one run after each alias read
 
     def version(self, version: str) -> SimpleNamespace:
@@ -30,16 +30,10 @@ class FakeRegistry:
             raise LookupError(f"no model version {version}")
         return SimpleNamespace(version=version)
 
-    def versions(self) -> list[SimpleNamespace]:
-        return [
-            SimpleNamespace(version=v, aliases=[a for a, h in self.held.items() if h == v])
-            for v in sorted(self.known)
-        ]
-
     def alias(self, alias: str) -> SimpleNamespace | None:
-        found = None
-        if not self.hide_alias and alias in self.held:
-            found = SimpleNamespace(version=self.held[alias])
+        if self.down:
+            raise ConnectionError("MLflow is down")
+        found = SimpleNamespace(version=self.held[alias]) if alias in self.held else None
         if self.meanwhile:  # another process acts after MLflow answered, before the caller goes on
             self.meanwhile.pop(0)()
         return found
@@ -250,12 +244,14 @@ def test_reconcile_records_moves_made_outside_the_log(alias_log):
     assert reg.held["champion"] == "2"
 
 
-def test_reconcile_never_records_a_removal_mlflow_did_not_confirm(alias_log):
+def test_reconcile_records_nothing_while_mlflow_cannot_answer(alias_log):
     reg = FakeRegistry()
     aliases.move_alias(reg, alias_log, "champion", "1", ME, "first")
-    reg.hide_alias = True  # Registry.alias answers None on an MLflow error
-    with pytest.raises(RuntimeError, match="did not say"):
+    reg.down = True
+    with pytest.raises(ConnectionError):
         aliases.reconcile(reg, alias_log, "champion")
+    with pytest.raises(ConnectionError):
+        aliases.move_alias(reg, alias_log, "champion", "2", ME, "better")
     assert len(alias_log.history()) == 1 and alias_log.current("champion") == "1"
 
 
