@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +30,53 @@ MODEL, POPULAR, EXPLORE = "model", "popular", "explore"
 Ranked = tuple[str, float | None, str]  # (item id, score or None when explored, source)
 
 
+class StateCache:
+    """The model's last hidden state per history, least recently used out first; thread-safe.
+
+    A history's state depends on nothing but the model and its items, so a repeated history (a
+    user asking again before their next event) skips the forward pass. The key is the history
+    itself, so a new event is a new key: nothing goes stale. ``capacity`` 0 keeps nothing.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 0:
+            raise ValueError(f"capacity must be >= 0, got {capacity}")
+        self.capacity = capacity
+        self.hits = self.misses = 0
+        self._states: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def get(self, key: bytes) -> torch.Tensor | None:
+        with self._lock:
+            state = self._states.get(key)
+            if state is None:
+                self.misses += 1
+                return None
+            self._states.move_to_end(key)
+            self.hits += 1
+            return state
+
+    def put(self, key: bytes, state: torch.Tensor) -> None:
+        if self.capacity == 0:
+            return
+        with self._lock:
+            self._states[key] = state
+            self._states.move_to_end(key)
+            if len(self._states) > self.capacity:
+                self._states.popitem(last=False)
+
+
 @dataclass
 class Recommender:
     checkpoint: Checkpoint
     item_ids: list[str]  # item_ids[i - 1] is the id of item index i
+    state_cache: int = 0  # histories whose last hidden state is kept (serving); 0: none
 
     def __post_init__(self) -> None:
+        self.states = StateCache(self.state_cache)
         self.model = build_model(self.checkpoint)
         self.model.eval()
         self.index = {item: i + 1 for i, item in enumerate(self.item_ids)}
@@ -43,9 +86,9 @@ class Recommender:
             self.item_matrix = weight.detach().T.contiguous()
 
     @classmethod
-    def load(cls, path: str | Path) -> Recommender:
+    def load(cls, path: str | Path, state_cache: int = 0) -> Recommender:
         ckpt = Checkpoint.load(path)
-        return cls(ckpt, list(ckpt.metadata["item_ids"]))
+        return cls(ckpt, list(ckpt.metadata["item_ids"]), state_cache)
 
     @property
     def n_items(self) -> int:
@@ -64,17 +107,32 @@ class Recommender:
         """Scores ``(N, n_items + 1)`` of item-index contexts, equal to ``score_contexts``'s.
 
         Column 0 and items without a row are ``-inf``. One forward pass and one matrix product
-        for the whole batch, padded to its longest context (at most ``max_len``).
+        for the whole batch, padded to its longest context (at most ``max_len``); with a state
+        cache, the forward pass runs only for the contexts it does not hold.
         """
         n_model = self.model.n_items
         longest = max((sum(1 for i in c if 0 < i <= n_model) for c in contexts), default=0)
         seqs = pad_left(contexts, max(1, min(longest, self.max_len)), n_model)  # (N, T)
         with torch.inference_mode():
-            last = self.model.last_hidden(torch.from_numpy(seqs))  # (N, D)
+            last = self._last_hidden(seqs)  # (N, D)
             logits = (last @ self.item_matrix).float().numpy()  # (N, n_known)
         out = np.full((len(contexts), self.n_items + 1), -np.inf, dtype=np.float32)
         out[:, 1 : self.n_known + 1] = logits
         return out
+
+    def _last_hidden(self, seqs: np.ndarray) -> torch.Tensor:
+        """``model.last_hidden`` of the rows of ``seqs`` ``(N, T)``, through the state cache."""
+        if self.states.capacity == 0:
+            return self.model.last_hidden(torch.from_numpy(seqs))
+        keys = [row[row != 0].tobytes() for row in seqs]  # the items, without the padding
+        found = [self.states.get(key) for key in keys]
+        missing = [row for row, state in enumerate(found) if state is None]
+        if missing:
+            fresh = self.model.last_hidden(torch.from_numpy(seqs[missing]))  # (M, D)
+            for row, state in zip(missing, fresh, strict=True):
+                found[row] = state.clone()  # not a view that keeps the whole batch alive
+                self.states.put(keys[row], found[row])
+        return torch.stack(found)  # type: ignore[arg-type]
 
     def recommend(
         self, history: Sequence[str], k: int = 10, exclude_seen: bool = True

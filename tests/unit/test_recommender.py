@@ -56,6 +56,48 @@ def test_recommend_excludes_seen_ignores_unknown_and_matches_the_batch(rec):
     assert len(rec.recommend(IDS, k=50)) == 0  # everything seen: nothing left to recommend
 
 
+def test_state_cache_skips_the_model_for_a_repeated_history_only(rec, monkeypatch):
+    cached = Recommender(rec.checkpoint, list(IDS), state_cache=2)
+    rows_run: list[int] = []
+    real = cached.model.last_hidden
+
+    def counted(seqs):
+        rows_run.append(len(seqs))
+        return real(seqs)
+
+    monkeypatch.setattr(cached.model, "last_hidden", counted)
+    a, b = [3, 5], [1, 2, 3, 4]
+    first = cached.score([a])
+    np.testing.assert_array_equal(cached.score([a]), first)  # bit-identical: the same state
+    assert rows_run == [1] and (cached.states.hits, cached.states.misses) == (1, 1)
+    # A batch runs the model for the rows it does not hold, and scores like an uncached one.
+    batch = cached.score([b, a, [99, 3, 5]])  # unknown items are dropped: that is history a
+    assert rows_run == [1, 1]
+    np.testing.assert_allclose(batch, rec.score([b, a, a]), rtol=1e-5, atol=1e-5)
+    # A new event makes a new history: its own state, never the old one.
+    longer = cached.score([[*a, 9]])
+    assert rows_run == [1, 1, 1] and not np.allclose(longer, first)
+    # Least recently used out: it holds 2, and [a, 9] pushed out a (b was stored after a's use).
+    assert len(cached.states) == 2
+    cached.score([b])
+    assert rows_run == [1, 1, 1]
+    cached.score([a])
+    assert rows_run == [1, 1, 1, 1]
+    assert cached.recommend(["i3", "i5"], k=3) == rec.recommend(["i3", "i5"], k=3)
+
+
+@pytest.mark.parametrize("capacity", [0, -1])
+def test_state_cache_of_nothing_or_less(rec, capacity):
+    if capacity < 0:
+        with pytest.raises(ValueError, match="capacity must be >= 0"):
+            Recommender(rec.checkpoint, list(IDS), state_cache=capacity)
+        return
+    off = Recommender(rec.checkpoint, list(IDS), state_cache=0)
+    off.score([[1, 2]])
+    off.score([[1, 2]])
+    assert len(off.states) == 0 and off.states.hits == 0
+
+
 def test_knows_is_false_for_histories_without_a_model_item(rec):
     assert rec.knows(["new", "i2"]) and not rec.knows(["new"]) and not rec.knows([])
 
