@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys import schema as S
-from recsys.config import CHALLENGER, CHAMPION, Settings
+from recsys.config import CHALLENGER, CHAMPION, ServingConfig, Settings
 
 
 def _print(result: Any, as_json: bool, lines: list[str] | None = None) -> None:
@@ -283,10 +283,11 @@ def cmd_lineage(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
-    from recsys.config import ServingConfig
     from recsys.serve import serve
 
-    serving = ServingConfig(exploration_share=args.exploration_share, max_k=args.max_k)
+    serving = ServingConfig(
+        exploration_share=args.exploration_share, max_k=args.max_k, state_cache=args.state_cache
+    )
     serve(settings, host=args.host, port=args.port, poll=args.poll_seconds, serving=serving)
 
 
@@ -418,6 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of each list given to new items the model has no row for (0 to 1)",
     )
     p.add_argument("--max-k", type=int, default=100, help="the longest list a request may ask")
+    p.add_argument(
+        "--state-cache",
+        type=int,
+        default=ServingConfig.state_cache,
+        help="histories whose model state is kept, so a repeated history skips the model (0: off)",
+    )
 
     p = add("demo", cmd_demo, "run the whole loop on MovieLens-100K through the Airflow scheduler")
     p.add_argument("--reset", action="store_true", help="delete a previous demo's state first")

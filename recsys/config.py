@@ -155,6 +155,10 @@ class ServingConfig:
     cache_events: int = 50  # just-posted events kept per user
     cache_ttl_s: float = 300.0  # how long a posted event stays in the in-process cache
     impression_queue: int = 10_000  # served lists waiting to be written; beyond that, dropped
+    # Histories whose last hidden state the served model keeps (``recommender.StateCache``): a
+    # user asking again before their next event skips the forward pass. About 1 KB each at
+    # max_len 200 and d_model 64; 0 disables it.
+    state_cache: int = 10_000
     # Intra-op threads of the server process (``recsys serve`` sets it; 0 keeps torch's default).
     # On a busy machine torch's own threads stall for ~200 ms; for more cores, run more processes.
     torch_threads: int = 1
@@ -164,6 +168,8 @@ class ServingConfig:
             raise ValueError(f"exploration_share must be in [0, 1], got {self.exploration_share}")
         if not 1 <= self.default_k <= self.max_k:
             raise ValueError(f"need 1 <= default_k ({self.default_k}) <= max_k ({self.max_k})")
+        if self.state_cache < 0:
+            raise ValueError(f"state_cache must be >= 0, got {self.state_cache}")
 
 
 @dataclass(frozen=True)

@@ -65,8 +65,9 @@ class Loaded:
 class ChampionHolder:
     """Holds the live model; ``refresh()`` loads a new champion and swaps it in one assignment."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, state_cache: int = 0) -> None:
         self.settings = settings
+        self.state_cache = state_cache  # ``Recommender.state_cache`` of each loaded version
         self.current: Loaded | None = None
         self.last_error: str | None = None
         self.last_error_at: dt.datetime | None = None
@@ -89,7 +90,7 @@ class ChampionHolder:
                     return False
                 with tempfile.TemporaryDirectory() as tmp:
                     recommender = Recommender.load(
-                        reg.version_checkpoint(champion.version, Path(tmp))
+                        reg.version_checkpoint(champion.version, Path(tmp)), self.state_cache
                     )
                 recommender.recommend(recommender.item_ids[:1], k=1)  # warm up before the swap
             except Exception as err:  # keep serving the last good model, and say why in /health
@@ -276,7 +277,7 @@ def create_app(
     """The API. The registry is polled every ``poll_seconds`` (0 disables the poller)."""
     cfg = serving or ServingConfig()
     store = EventStore(settings.event_store_url)
-    holder = ChampionHolder(settings)
+    holder = ChampionHolder(settings, cfg.state_cache)
     recent = RecentEvents(cfg.cache_users, cfg.cache_events, cfg.cache_ttl_s)
     popularity = Popularity(store, cfg)
     impressions = ImpressionLog(store.engine, cfg.impression_queue)
@@ -453,6 +454,16 @@ def create_app(
         if loaded:
             labels = f'{{version="{_esc(loaded.version)}"}}'
             gauges[f"recsys_model_info{labels}"] = ("The served model version.", 1.0)
+            states = loaded.recommender.states
+            counters[f"recsys_state_cache_hits_total{labels}"] = (
+                "Answers whose history's state was cached (no forward pass).",
+                states.hits,
+            )
+            counters[f"recsys_state_cache_misses_total{labels}"] = (
+                "Answers that ran the forward pass.",
+                states.misses,
+            )
+            gauges[f"recsys_state_cache_entries{labels}"] = ("Histories cached.", len(states))
         return PlainTextResponse(
             metrics.render(counters, gauges), media_type="text/plain; version=0.0.4; charset=utf-8"
         )

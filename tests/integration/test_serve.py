@@ -392,6 +392,7 @@ def test_not_ready_without_a_model(served, monkeypatch):
 def test_metrics_are_prometheus_text(client, served):
     _, v1, _ = served
     client.get("/recommendations/u1")
+    client.get("/recommendations/u1")  # the same history again: its state is cached
     client.get("/recommendations/nobody-at-all")
     client.post("/events", json={"item_id": "i1"})
     resp = client.get("/metrics")
@@ -401,15 +402,20 @@ def test_metrics_are_prometheus_text(client, served):
     assert all(sample.match(line) for line in lines if not line.startswith("#")), resp.text
     text = resp.text
     route = 'route="/recommendations/{user_id}"'
-    assert f'recsys_http_requests_total{{{route},method="GET",status="200"}} 2' in text
+    assert f'recsys_http_requests_total{{{route},method="GET",status="200"}} 3' in text
     assert 'recsys_http_requests_total{route="/events",method="POST",status="422"} 1' in text
-    assert f'recsys_http_request_duration_seconds_bucket{{{route},le="+Inf"}} 2' in text
-    assert f"recsys_http_request_duration_seconds_count{{{route}}} 2" in text
+    assert f'recsys_http_request_duration_seconds_bucket{{{route},le="+Inf"}} 3' in text
+    assert f"recsys_http_request_duration_seconds_count{{{route}}} 3" in text
     assert "# TYPE recsys_http_request_duration_seconds histogram" in text
     assert f'recsys_model_info{{version="{v1}"}} 1' in text
     assert "recsys_model_loaded 1" in text and "recsys_model_reloads_total 1" in text
     assert "recsys_model_reload_errors_total 0" in text and "recsys_http_errors_total 0" in text
-    assert "recsys_cold_start_total 1" in text and "recsys_model_lists_total 1" in text
+    assert "recsys_cold_start_total 1" in text and "recsys_model_lists_total 2" in text
+    version = f'{{version="{v1}"}}'
+    assert f"recsys_state_cache_hits_total{version} 1" in text
+    # Two ran the model: the warm-up of the load, and u1's first answer.
+    assert f"recsys_state_cache_misses_total{version} 2" in text
+    assert f"recsys_state_cache_entries{version} 2" in text
 
 
 # -- the run page and the model version of each release ------------------------------------------
