@@ -12,7 +12,10 @@ reload, the champion's run is registered again as a second version.
 
 Both servers run as subprocesses with one worker each: ``recsys serve`` (uvicorn, one process,
 torch at ``ServingConfig.torch_threads`` intra-op threads) and ``mlflow models serve -w 1
---env-manager local`` (uvicorn, torch's default threads). A load generator in its own process
+--env-manager local`` (uvicorn, torch's default threads). ``recsys serve`` runs twice: as shipped,
+and with ``--state-cache 0`` (unless ``--no-uncached``), where every answer runs the model. No
+history changes during the levels, so as shipped nearly every answer after a user's first comes
+from the state cache: the "state hits" column says how many did. A load generator in its own process
 drives each: 1, 8 and 32 closed-loop clients on keep-alive connections, the same users in the
 same order. It is ``wrk`` when it is on PATH (``apt install wrk``; ``bench/wrk.lua`` replays the
 requests): written in C, it takes little of the cores the servers share, where
@@ -55,6 +58,9 @@ BIN = Path(sys.executable).parent
 K = 10
 RELOAD_CLIENTS = 8
 RELOAD_WINDOW = 5.0  # seconds after the alias move whose latencies are reported
+OURS, MLFLOW = "recsys serve", "mlflow models serve"
+OURS_NO_CACHE = "recsys serve --state-cache 0"
+SHORT = {OURS: "recsys", OURS_NO_CACHE: "recsys_nocache", MLFLOW: "mlflow"}  # file and key names
 
 
 # -- setup ------------------------------------------------------------------------------------
@@ -278,12 +284,15 @@ def run_levels(
     mlflow_cmd = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/recsys@{CHAMPION}"]
     mlflow_cmd += ["--env-manager", "local", "-w", "1", "-h", "127.0.0.1", "-p", str(mlflow_port)]
     servers = {
-        "recsys serve": (api_cmd, api_port, "/ready", "ours.json"),
-        "mlflow models serve": (mlflow_cmd, mlflow_port, "/ping", "mlflow.json"),
+        OURS: (api_cmd, api_port, "/ready", "ours.json"),
+        OURS_NO_CACHE: ([*api_cmd, "--state-cache", "0"], api_port, "/ready", "ours.json"),
+        MLFLOW: (mlflow_cmd, mlflow_port, "/ping", "mlflow.json"),
     }
     rows, notes = [], {}
     for name, (cmd, port, probe, reqs) in servers.items():
-        log = work / f"{name.split()[0]}.log"
+        if name == OURS_NO_CACHE and args.no_uncached:
+            continue
+        log = work / f"{SHORT[name]}.log"
         proc = start(cmd, env, log, stack)
         startup = wait_ready(proc, f"http://127.0.0.1:{port}{probe}", log)
         notes[name] = {"command": " ".join(cmd), "startup_s": round(startup, 1), "log": str(log)}
@@ -292,13 +301,17 @@ def run_levels(
             raise SystemExit(f"{name} answered {n} items instead of {K} to {first['path']}")
         print(f"{name}: ready in {startup:.1f} s ({' '.join(cmd[1:])})", flush=True)
         for clients in args.clients:
+            hits_before = state_cache_counts(port) if name != MLFLOW else None
             if args.loadgen == "wrk":
                 stats = load_wrk(port, work / reqs.replace(".json", ".tsv"), clients, args.seconds)
             else:
-                out = work / f"{name.split()[0]}-{clients}.json"
+                out = work / f"{SHORT[name]}-{clients}.json"
                 stats = summarize(load(port, work / reqs, clients, args.seconds, out)["samples"],
                                   args.seconds)  # fmt: skip
-            row = {"server": name, "clients": clients, **stats}
+            row = {"server": name, "clients": clients, **stats, "state_hit_pct": None}
+            if hits_before is not None:
+                (h0, m0), (h1, m1) = hits_before, state_cache_counts(port)
+                row["state_hit_pct"] = 100.0 * (h1 - h0) / max(h1 - h0 + m1 - m0, 1)
             rows.append(row)
             print(
                 f"  {clients:>3} clients: {row['req_s']:8.1f} req/s  p99 {row['p99_ms']:7.1f} ms"
@@ -307,6 +320,18 @@ def run_levels(
             )
         stop(proc, open(os.devnull))  # free the cores before the next server
     return rows, notes
+
+
+def state_cache_counts(port: int) -> tuple[float, float]:
+    """(hits, misses) of the served model's state cache so far, from ``/metrics``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    counts = {"hits": 0.0, "misses": 0.0}
+    for line in text.splitlines():
+        for kind in counts:
+            if line.startswith(f"recsys_state_cache_{kind}_total"):
+                counts[kind] += float(line.rsplit(" ", 1)[1])
+    return counts["hits"], counts["misses"]
 
 
 def run_reload(
@@ -342,20 +367,25 @@ def run_reload(
 
 def report(rows: list[dict[str, Any]], reload: dict[str, Any], notes: dict[str, Any]) -> list[str]:
     lines = [
-        f"{'server':<20}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}"
-        f"{'p99 ms':>9}{'errors':>8}"
+        f"{'server':<34}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}"
+        f"{'p99 ms':>9}{'errors':>8}{'state hits':>12}"
     ]
     for r in rows:
+        hits = "-" if r["state_hit_pct"] is None else f"{r['state_hit_pct']:.1f}%"
         lines.append(
-            f"{r['server']:<20}{r['clients']:>8}{r['req_s']:>10.1f}{r['p50_ms']:>9.1f}"
-            f"{r['p95_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['errors']:>8}"
+            f"{r['server']:<34}{r['clients']:>8}{r['req_s']:>10.1f}{r['p50_ms']:>9.1f}"
+            f"{r['p95_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['errors']:>8}{hits:>12}"
         )
-    ours = {r["clients"]: r for r in rows if r["server"] == "recsys serve"}
-    theirs = {r["clients"]: r for r in rows if r["server"] == "mlflow models serve"}
+    ours = {r["clients"]: r for r in rows if r["server"] == OURS}
+    uncached = {r["clients"]: r for r in rows if r["server"] == OURS_NO_CACHE}
+    theirs = {r["clients"]: r for r in rows if r["server"] == MLFLOW}
     lines.append("")
     for c in sorted(set(ours) & set(theirs)):
         ratio = ours[c]["req_s"] / theirs[c]["req_s"] if theirs[c]["req_s"] else float("inf")
-        lines.append(f"throughput ours / mlflow at {c:>2} clients: {ratio:5.1f}x")
+        line = f"throughput ours / mlflow at {c:>2} clients: {ratio:5.1f}x"
+        if c in uncached and theirs[c]["req_s"]:
+            line += f" ({uncached[c]['req_s'] / theirs[c]['req_s']:.1f}x with no state cache)"
+        lines.append(line)
     if 8 in ours and 8 in theirs:
         p99, ratio = ours[8]["p99_ms"], ours[8]["req_s"] / max(theirs[8]["req_s"], 1e-9)
         lines.append(
@@ -396,6 +426,10 @@ def main() -> None:
         "it is on PATH, else bench/loadgen.py (Python); the reload always uses bench/loadgen.py",
     )  # fmt: skip
     parser.add_argument("--no-reload", action="store_true", help="skip the reload measurement")
+    parser.add_argument(
+        "--no-uncached", action="store_true",
+        help=f"skip the levels of {OURS_NO_CACHE!r} (every answer runs the model)",
+    )  # fmt: skip
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "recsys-bench")
     parser.add_argument("--no-mlflow", action="store_true", help="print only")
     args = parser.parse_args()
@@ -424,7 +458,7 @@ def main() -> None:
     print("\n".join(lines))
     if not args.no_mlflow:
         metrics = {
-            f"{r['server'].split()[0]}.c{r['clients']}.{key}": r[key]
+            f"{SHORT[r['server']]}.c{r['clients']}.{key}": r[key]
             for r in rows
             for key in ("req_s", "p50_ms", "p95_ms", "p99_ms", "errors")
         }
@@ -439,7 +473,7 @@ def main() -> None:
             "k": K,
             "loadgen": args.loadgen,
         }
-        params.update({f"cmd.{name.split()[0]}": n["command"] for name, n in notes.items()})
+        params.update({f"cmd.{SHORT[name]}": n["command"] for name, n in notes.items()})
         from common import log_benchmark
 
         tables = {"serve": rows, **({"reload": [reload]} if reload else {})}
