@@ -515,3 +515,23 @@ def test_registered_versions_have_a_signature_and_a_working_input_example(served
     assert [len(recs) for recs in out["recommendations"]] == [3, 3]
     for history, recs in zip(example["history"], out["recommendations"], strict=True):
         assert set(recs) <= known and not set(recs) & set(history)
+
+
+def test_the_server_freezes_what_it_loaded_before_it_starts(settings, monkeypatch):
+    import gc
+
+    from recsys.config import ServingConfig
+    from recsys.serve import serve
+
+    seen = {}
+
+    def run(app, **kwargs):
+        seen["frozen"], seen["loop"] = gc.get_freeze_count(), kwargs["loop"]
+
+    monkeypatch.setattr("uvicorn.run", run)
+    gc.unfreeze()
+    try:
+        serve(settings, serving=ServingConfig(torch_threads=0))  # 0: leave torch's threads be
+    finally:
+        gc.unfreeze()
+    assert seen["frozen"] > 10_000 and seen["loop"] == "asyncio"
