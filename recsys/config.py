@@ -156,8 +156,8 @@ class ServingConfig:
     cache_ttl_s: float = 300.0  # how long a posted event stays in the in-process cache
     impression_queue: int = 10_000  # served lists waiting to be written; beyond that, dropped
     # Histories whose last hidden state the served model keeps (``recommender.StateCache``): a
-    # user asking again before their next event skips the forward pass. About 1 KB each at
-    # max_len 200 and d_model 64; 0 disables it.
+    # user asking again before their next event skips the forward pass. Up to 2 KB each at
+    # max_len 200 and d_model 64 (20 MB for 10,000); 0 disables it.
     state_cache: int = 10_000
     # Intra-op threads of the server process (``recsys serve`` sets it; 0 keeps torch's default).
     # On a busy machine torch's own threads stall for ~200 ms; for more cores, run more processes.
