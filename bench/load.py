@@ -49,6 +49,7 @@ from serve import (
     reload_stats,
     second_version,
     start,
+    state_cache_counts,
     stop,
     wait_ready,
 )
@@ -168,10 +169,12 @@ def run_load(
         raise SystemExit("the load generator failed")
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30) as resp:
         health = json.loads(resp.read())
+    hits, misses = state_cache_counts(port)  # the version served since the swap
     stop(proc, open(os.devnull))  # SIGTERM: a graceful shutdown flushes the impressions
     result = json.loads(out.read_text())
     swap = {"moved_at": moved_at, "old": old, "new": new}
-    return {"run": result, **swap, "prefix": prefix, "health": health, "log": str(log)}
+    state = {"state_hits": hits, "state_misses": misses}
+    return {"run": result, **swap, "prefix": prefix, "health": health, "log": str(log), **state}
 
 
 def analyse(settings: Settings, load: dict[str, Any]) -> dict[str, Any]:
@@ -226,6 +229,10 @@ def report(args: argparse.Namespace, load: dict[str, Any], res: dict[str, Any]) 
         f"server: reloads {load['health']['reloads']}, reload errors "
         f"{load['health']['reload_errors']}, impressions written {imp['written']} / dropped "
         f"{imp['dropped']} / failed {imp['failed']} (before shutdown)",
+        f"state cache of v{load['new']}: {load['state_hits']:.0f} hits, "
+        f"{load['state_misses']:.0f} misses "
+        f"({100 * load['state_hits'] / max(load['state_hits'] + load['state_misses'], 1):.1f}% "
+        "of its answers skipped the forward pass)",
     ]
     return lines
 
