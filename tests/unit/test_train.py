@@ -14,8 +14,9 @@ from recsys.train import WeightAverage, build_windows, drop_items, init_model, t
 N_ITEMS = 60
 MODEL = ModelConfig(max_len=20, d_model=32, n_layers=1, n_heads=2, dropout=0.1)
 TRAIN = TrainConfig(
-    epochs=30, batch_size=64, lr=5e-3, eval_every=5, patience=3, seed=0, min_steps=0
-)
+    epochs=30, batch_size=64, lr=5e-3, eval_every=5, patience=3, seed=0, min_steps=0,
+    warmup_epochs=0,
+)  # fmt: skip
 
 
 def walks(n_users: int, n_items: int, seed: int) -> list[list[int]]:
@@ -140,8 +141,13 @@ def test_train_leaves_the_global_rng_alone(split):
 def test_lr_schedules_warm_up_then_hold_or_decay_to_zero():
     from recsys.train import lr_at
 
-    const = TrainConfig(lr=1e-3, epochs=10)
+    const = TrainConfig(lr=1e-3, epochs=10, warmup_epochs=0)
     assert [lr_at(const, p) for p in (0.0, 5.0, 10.0)] == [1e-3] * 3
+    default = TrainConfig()  # warms up over 5 epochs, then holds
+    assert [lr_at(default, p) for p in (0.0, 2.5, 5.0, 50.0)] == pytest.approx(
+        [0, 1.5e-3, 3e-3, 3e-3]
+    )
+    assert TrainConfig.finetune().warmup_epochs == 0  # a warm start needs no warm-up
     cos = TrainConfig(lr=2e-3, epochs=12, schedule="cosine", warmup_epochs=2)
     assert lr_at(cos, 0.0) == 0.0
     assert lr_at(cos, 1.0) == pytest.approx(1e-3)  # half-way through the linear warm-up
