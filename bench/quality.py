@@ -169,6 +169,8 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=TrainConfig().eval_every)
     parser.add_argument("--patience", type=int, default=TrainConfig().patience)
     parser.add_argument("--item-dropout", type=float, default=TrainConfig().item_dropout)
+    parser.add_argument("--lr", type=float, default=TrainConfig().lr, help="peak learning rate")
+    parser.add_argument("--warmup-epochs", type=float, default=TrainConfig().warmup_epochs)
     parser.add_argument(
         "--ema-halflife", type=float, default=TrainConfig().ema_halflife_epochs,
         help="weight averaging half-life in epochs (0: off)",
@@ -185,6 +187,8 @@ def main() -> None:
         eval_every=args.eval_every,
         patience=args.patience,
         item_dropout=args.item_dropout,
+        lr=args.lr,
+        warmup_epochs=args.warmup_epochs,
         ema_halflife_epochs=args.ema_halflife,
     )
     if args.data == "synthetic":
