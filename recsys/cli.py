@@ -286,8 +286,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     from recsys.serve import serve
 
     serving = ServingConfig(
-        exploration_share=args.exploration_share, max_k=args.max_k, state_cache=args.state_cache
-    )
+        exploration_share=args.exploration_share, max_k=args.max_k, state_cache=args.state_cache,
+        event_loop=args.loop, access_log=args.access_log,
+    )  # fmt: skip
     serve(settings, host=args.host, port=args.port, poll=args.poll_seconds, serving=serving)
 
 
@@ -425,6 +426,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=ServingConfig.state_cache,
         help="histories whose model state is kept, so a repeated history skips the model (0: off)",
     )
+    p.add_argument(
+        "--loop", choices=("asyncio", "uvloop"), default=ServingConfig.event_loop,
+        help="the server's event loop",
+    )  # fmt: skip
+    p.add_argument(
+        "--access-log", action=argparse.BooleanOptionalAction, default=ServingConfig.access_log,
+        help="log a line per request (served lists are logged as impressions either way)",
+    )  # fmt: skip
 
     p = add("demo", cmd_demo, "run the whole loop on MovieLens-100K through the Airflow scheduler")
     p.add_argument("--reset", action="store_true", help="delete a previous demo's state first")

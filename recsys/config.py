@@ -168,8 +168,13 @@ class ServingConfig:
     # Intra-op threads of the server process (``recsys serve`` sets it; 0 keeps torch's default).
     # On a busy machine torch's own threads stall for ~200 ms; for more cores, run more processes.
     torch_threads: int = 1
+    # The server's event loop, "asyncio" or "uvloop" (see ``recsys.serve.serve``).
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+    access_log: bool = True  # uvicorn's access log, a line per request
 
     def __post_init__(self) -> None:
+        if self.event_loop not in ("asyncio", "uvloop"):
+            raise ValueError(f"event_loop must be 'asyncio' or 'uvloop', got {self.event_loop!r}")
         if not 0.0 <= self.exploration_share <= 1.0:
             raise ValueError(f"exploration_share must be in [0, 1], got {self.exploration_share}")
         if not 1 <= self.default_k <= self.max_k:

@@ -492,6 +492,7 @@ def serve(
     # it, stalling answers by up to 240 ms (bench/serve.py, 8 clients: p99 78 ms, 7.6 frozen).
     gc.collect()
     gc.freeze()
-    # asyncio's own loop, not uvloop: under load uvloop left some connections waiting (measured
-    # with bench/serve.py, 32 clients: p99 418 ms with uvloop, 67 ms with asyncio).
-    uvicorn.run(app, host=host, port=port, log_level="info", loop="asyncio")
+    uvicorn.run(
+        app, host=host, port=port, log_level="info", loop=cfg.event_loop,
+        access_log=cfg.access_log,
+    )  # fmt: skip

@@ -535,3 +535,22 @@ def test_the_server_freezes_what_it_loaded_before_it_starts(settings, monkeypatc
     finally:
         gc.unfreeze()
     assert seen["frozen"] > 10_000 and seen["loop"] == "asyncio"
+
+
+@pytest.mark.parametrize(
+    ("flags", "loop", "access_log"),
+    [([], "asyncio", True), (["--loop", "uvloop", "--no-access-log"], "uvloop", False)],
+)
+def test_serve_flags_choose_the_event_loop_and_the_access_log(
+    settings, monkeypatch, flags, loop, access_log
+):
+    from recsys.cli import main
+
+    seen = {}
+    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: seen.update(kwargs))
+    monkeypatch.setattr("gc.freeze", lambda: None)  # leave this test process's collector be
+    monkeypatch.setattr("torch.set_num_threads", lambda n: None)  # and its torch threads
+    for key, value in settings.as_env().items():
+        monkeypatch.setenv(key, value)
+    main(["serve", "--port", "8123", *flags])
+    assert (seen["port"], seen["loop"], seen["access_log"]) == (8123, loop, access_log)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from recsys.config import PipelineConfig, Settings, to_dict
+from recsys.config import PipelineConfig, ServingConfig, Settings, to_dict
 
 
 def test_all_state_lives_under_recsys_home(tmp_path):
@@ -56,6 +56,11 @@ def test_epochs_override_the_preset_of_that_mode_only(mode, field):
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="'full' or 'incremental'"):
         PipelineConfig().training("partial")
+
+
+def test_an_unknown_event_loop_is_refused():
+    with pytest.raises(ValueError, match="event_loop must be 'asyncio' or 'uvloop'"):
+        ServingConfig(event_loop="trio")  # type: ignore[arg-type]
 
 
 def test_config_flattens_for_mlflow_params():
