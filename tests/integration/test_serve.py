@@ -87,6 +87,25 @@ def test_recommendations_exclude_seen_items_and_name_the_model(client, served):
     assert client.get("/recommendations/u1").json()["request_id"] != body["request_id"]
 
 
+def test_every_list_is_exactly_the_documented_response(client):
+    from recsys.serve import RecommendationsOut
+
+    answers = [
+        client.get("/recommendations/u1", params={"k": 5}),  # ranked by the model
+        client.get("/recommendations/nobody"),  # cold start: popular items, counts as scores
+        client.post("/recommendations", json={"items": ["i1", "i2"], "user_id": "anon"}),
+    ]
+    for resp in answers:
+        assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
+        body = resp.json()
+        assert RecommendationsOut.model_validate(body).model_dump(mode="json") == body
+        assert all(isinstance(r["score"], float | None) for r in body["items"])
+    schema = client.get("/openapi.json").json()["paths"]
+    for path, method in (("/recommendations/{user_id}", "get"), ("/recommendations", "post")):
+        content = schema[path][method]["responses"]["200"]["content"]["application/json"]
+        assert content["schema"]["$ref"].endswith("/RecommendationsOut")
+
+
 def test_an_unknown_user_gets_the_trending_list_flagged_as_cold_start(client, served):
     _, v1, _ = served
     resp = client.get("/recommendations/nobody", params={"k": 5})
