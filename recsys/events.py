@@ -62,6 +62,27 @@ _HISTORY = (
     .limit(sa.bindparam("limit"))
 )
 
+# The same read as driver SQL, for the drivers whose placeholders are positional: SQLAlchemy's
+# compiled-statement cache and parameter processing cost more than the read itself (MovieLens-100K
+# on SQLite: 125 us a read through ``_HISTORY``, 60 us as driver SQL). The event types are
+# constants of ``recsys.schema``, written into the SQL as literals.
+_POSITIONAL = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
+def _history_sql(paramstyle: str) -> str | None:
+    """``_HISTORY`` as SQL text for ``paramstyle``, or None for the styles it does not cover."""
+    mark = _POSITIONAL.get(paramstyle)
+    if mark is None:
+        return None
+    if not all(t.isidentifier() for t in S.EVENT_TYPES):  # safe to write as literals
+        raise ValueError(f"event types must be plain identifiers: {S.EVENT_TYPES}")
+    types = ", ".join(f"'{t}'" for t in S.EVENT_TYPES)
+    return (
+        f"SELECT {S.EVENT_TIME}, {S.EVENT_ID}, {S.ITEM_ID} FROM {events_table.name}"
+        f" WHERE {S.USER_ID} = {mark} AND {S.ITEM_ID} IS NOT NULL AND {S.EVENT_TYPE} IN ({types})"
+        f" ORDER BY {S.EVENT_TIME} DESC, {S.EVENT_ID} DESC LIMIT {mark}"
+    )
+
 
 def add_missing_columns(engine: sa.Engine, table: sa.Table = events_table) -> list[str]:
     """Add the nullable columns a table created by an older release lacks (``ALTER TABLE``).
@@ -141,6 +162,7 @@ class EventStore:
         metadata.create_all(self.engine)
         add_missing_columns(self.engine)
         add_missing_indexes(self.engine)
+        self._history_sql = _history_sql(self.engine.dialect.paramstyle)
 
     def append(self, rows: Sequence[dict[str, Any]]) -> int:
         """Insert rows (dicts with ``EVENT_COLUMNS``); existing event ids are left untouched.
@@ -193,7 +215,10 @@ class EventStore:
     def history_rows(self, user_id: str, limit: int = 200) -> list[tuple[str, str, str]]:
         """The user's most recent ``(event_time, event_id, item_id)``, oldest first."""
         with self.engine.connect() as conn:
-            rows = conn.execute(_HISTORY, {"user": user_id, "limit": limit}).all()
+            if self._history_sql is None:
+                rows = conn.execute(_HISTORY, {"user": user_id, "limit": limit}).all()
+            else:
+                rows = conn.exec_driver_sql(self._history_sql, (user_id, int(limit))).all()
         return [tuple(row) for row in reversed(rows)]
 
     def item_counts(self, window: dt.timedelta | None, limit: int) -> list[tuple[str, int]]:

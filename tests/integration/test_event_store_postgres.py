@@ -5,6 +5,7 @@ import datetime as dt
 import pytest
 
 from recsys import events, synthetic
+from tests.unit.test_events import assert_history_reads_agree, history_cases
 
 pytestmark = pytest.mark.postgres
 
@@ -25,4 +26,12 @@ def test_event_store_on_postgres(postgres_url):
             key=lambda r: (r["event_time"], r["event_id"]),
         )
     ]
+    store.engine.dispose()
+
+
+def test_the_history_read_agrees_with_its_sqlalchemy_statement_on_postgres(postgres_url):
+    store = events.EventStore(postgres_url)
+    store.append(history_cases())
+    assert store._history_sql is not None and "%s" in store._history_sql
+    assert_history_reads_agree(store)
     store.engine.dispose()
