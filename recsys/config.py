@@ -170,7 +170,10 @@ class ServingConfig:
     torch_threads: int = 1
     # The server's event loop, "asyncio" or "uvloop" (see ``recsys.serve.serve``).
     event_loop: Literal["asyncio", "uvloop"] = "asyncio"
-    access_log: bool = True  # uvicorn's access log, a line per request
+    # uvicorn's access log, a line per request. Off by default: every served list is already
+    # logged as an impression (request id, user, items, version), /metrics counts requests by
+    # route and status, and the line cost up to 13% of throughput (bench/serve.py-style wrk runs).
+    access_log: bool = False
 
     def __post_init__(self) -> None:
         if self.event_loop not in ("asyncio", "uvloop"):

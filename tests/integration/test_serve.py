@@ -558,7 +558,7 @@ def test_the_server_freezes_what_it_loaded_before_it_starts(settings, monkeypatc
 
 @pytest.mark.parametrize(
     ("flags", "loop", "access_log"),
-    [([], "asyncio", True), (["--loop", "uvloop", "--no-access-log"], "uvloop", False)],
+    [([], "asyncio", False), (["--loop", "uvloop", "--access-log"], "uvloop", True)],
 )
 def test_serve_flags_choose_the_event_loop_and_the_access_log(
     settings, monkeypatch, flags, loop, access_log
