@@ -28,12 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi import Path as PathParam
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
@@ -317,6 +323,55 @@ def create_app(
         exclude_seen: bool = True
         user_id: Id | None = None  # recorded with the impression only
 
+    class RecommendParams(BaseModel):
+        """The parameters of ``GET /recommendations/{user_id}`` (the path's, then the query's)."""
+
+        user_id: Id
+        k: int = Field(cfg.default_k, ge=1, le=cfg.max_k)
+        exclude_seen: bool = True
+
+    in_path = {"user_id"}
+
+    def recommend_params(request: Request) -> RecommendParams:
+        """The route's parameters, validated as FastAPI would (the same 422 detail), at a tenth
+        of its cost: FastAPI's own parameter handling took about 40 us of a cached answer's 360
+        (in-process, MovieLens-100K model)."""
+        raw = dict(request.path_params)
+        query = request.query_params
+        raw.update((name, query[name]) for name in ("k", "exclude_seen") if name in query)
+        try:
+            return RecommendParams.model_validate(raw)
+        except ValidationError as err:
+            errors = err.errors(include_url=False)
+            for e in errors:
+                e["loc"] = ("path" if e["loc"][0] in in_path else "query", *e["loc"])
+            raise RequestValidationError(errors) from None
+
+    def documented(params: type[BaseModel]) -> dict[str, Any]:
+        """OpenAPI ``parameters`` for ``params``, the path's first, as FastAPI writes them."""
+        schema = params.model_json_schema()["properties"]
+        return {
+            "parameters": [
+                {
+                    "name": name,
+                    "in": "path" if name in in_path else "query",
+                    "required": name in in_path,
+                    "schema": field,
+                }
+                for name, field in schema.items()
+            ],  # fmt: skip
+            "responses": {
+                "422": {
+                    "description": "Validation Error",
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/HTTPValidationError"}
+                        }
+                    },  # fmt: skip
+                }
+            },
+        }
+
     def model() -> Loaded:
         """The model for one whole request, whatever swaps happen meanwhile."""
         loaded = holder.current
@@ -367,18 +422,19 @@ def create_app(
     # at a time: their work (one indexed history read, one forward pass) is short and CPU-bound.
     # As plain ``def`` routes in the thread pool, concurrent requests fought over the GIL
     # (bench/serve.py, 8 clients: 229 req/s in the pool, 572 on the loop; 470 with 1 client).
-    @app.get("/recommendations/{user_id}", response_model=RecommendationsOut)
-    async def recommend(
-        request: Request,
-        user_id: Annotated[str, PathParam(min_length=1, max_length=128)],
-        k: Annotated[int, Query(ge=1, le=cfg.max_k)] = cfg.default_k,
-        exclude_seen: bool = True,
-    ) -> Any:
+    @app.get(
+        "/recommendations/{user_id}",
+        response_model=RecommendationsOut,
+        openapi_extra=documented(RecommendParams),
+    )
+    async def recommend(request: Request) -> Any:
         """Top-``k`` for a known user; the trending list for an unknown one (``cold_start``)."""
-        loaded = model()
+        params = recommend_params(request)
+        loaded, user = model(), params.user_id
         limit = loaded.recommender.max_len
-        history = merge_history(store.history_rows(user_id, limit), recent.get(user_id), limit)
-        return JSONResponse(answer(request, loaded, user_id, history, k, exclude_seen))
+        history = merge_history(store.history_rows(user, limit), recent.get(user), limit)
+        out = answer(request, loaded, user, history, params.k, params.exclude_seen)
+        return JSONResponse(out)
 
     @app.post("/recommendations", response_model=RecommendationsOut)
     async def recommend_session(request: Request, session: SessionIn) -> Any:

@@ -284,6 +284,33 @@ def test_bad_parameters_are_422(client, query):
     assert resp.json()["detail"]
 
 
+def test_recommendation_parameters_are_validated_and_documented_as_fastapi_does(client):
+    long_user = "u" * 129
+    resp = client.get(f"/recommendations/{long_user}", params={"k": "x", "exclude_seen": "2"})
+    assert resp.status_code == 422
+    assert [(e["loc"], e["type"], e["input"]) for e in resp.json()["detail"]] == [
+        (["path", "user_id"], "string_too_long", long_user),
+        (["query", "k"], "int_parsing", "x"),
+        (["query", "exclude_seen"], "bool_parsing", "2"),
+    ]
+    (error,) = client.get("/recommendations/u1", params={"k": 101}).json()["detail"]
+    assert error["ctx"] == {"le": 100} and error["msg"].startswith("Input should be less")
+    queries = ({"k": "3"}, {"k": "1.0"}, {"k": ["9", "2"]}, {"exclude_seen": "NO", "k": 4})
+    lists = [client.get("/recommendations/u1", params=q).json()["items"] for q in queries]
+    assert [len(items) for items in lists] == [3, 1, 2, 4]  # lax as FastAPI: the last k counts
+    op = client.get("/openapi.json").json()["paths"]["/recommendations/{user_id}"]["get"]
+    params = {p["name"]: (p["in"], p["required"], p["schema"]) for p in op["parameters"]}
+    assert params["user_id"][:2] == ("path", True) and params["user_id"][2]["maxLength"] == 128
+    assert params["k"] == (
+        "query", False, {"type": "integer", "minimum": 1, "maximum": 100, "default": 10,
+                         "title": "K"},
+    )  # fmt: skip
+    assert params["exclude_seen"][:2] == ("query", False)
+    assert op["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/HTTPValidationError"
+    )
+
+
 @pytest.mark.parametrize("body", BAD_EVENTS)
 def test_malformed_events_are_422(client, body):
     resp = client.post("/events", json=body)
