@@ -23,6 +23,11 @@ requests): written in C, it takes little of the cores the servers share, where
 them. Our API gets ``GET /recommendations/{user}?k=10`` and reads the history itself; MLflow gets
 that user's history as read from the same store (``dataframe_split``, ``params.k=10``).
 
+The servers run side by side, idle but for the one under load, and each one's ``--seconds`` at a
+level are split into ``--rounds`` interleaved rounds (each server goes first in turn): a shared
+machine that slows down for a minute slows all of them alike, rather than whichever ran then. A
+row gives the mean throughput of its rounds and the worst round's latency percentiles.
+
 Reload: a second API instance polling every ``--poll-seconds`` serves 8 clients while the
 ``champion`` alias moves to the second version; it reports the percentiles of the 5 s after the
 move, the errors, and the time until the first answer from the new version. Results are logged to
@@ -37,6 +42,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -272,54 +278,90 @@ def child_env(settings: Settings) -> dict[str, str]:
 def run_levels(
     args: argparse.Namespace, settings: Settings, work: Path, stack: ExitStack
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Start both servers and load each at every client level; returns (rows, server notes)."""
+    """Start the servers, then load each at every client level in ``args.rounds`` interleaved
+    rounds; returns (rows, server notes)."""
     env = child_env(settings)
     ours, theirs = request_mix(settings, args.users, args.seed)
     (work / "ours.json").write_text(json.dumps(ours))
     (work / "mlflow.json").write_text(json.dumps(theirs))
     write_tsv(ours, work / "ours.tsv")
     write_tsv(theirs, work / "mlflow.tsv")
-    api_port, mlflow_port = free_port(), free_port()
-    api_cmd = [str(BIN / "recsys"), "serve", "--port", str(api_port), "--poll-seconds", "10"]
+    api_port, nocache_port, mlflow_port = free_port(), free_port(), free_port()
+
+    def api_cmd(port: int) -> list[str]:
+        return [str(BIN / "recsys"), "serve", "--port", str(port), "--poll-seconds", "10"]
+
     mlflow_cmd = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/recsys@{CHAMPION}"]
     mlflow_cmd += ["--env-manager", "local", "-w", "1", "-h", "127.0.0.1", "-p", str(mlflow_port)]
     servers = {
-        OURS: (api_cmd, api_port, "/ready", "ours.json"),
-        OURS_NO_CACHE: ([*api_cmd, "--state-cache", "0"], api_port, "/ready", "ours.json"),
+        OURS: (api_cmd(api_port), api_port, "/ready", "ours.json"),
+        OURS_NO_CACHE: ([*api_cmd(nocache_port), "--state-cache", "0"], nocache_port, "/ready",
+                        "ours.json"),
         MLFLOW: (mlflow_cmd, mlflow_port, "/ping", "mlflow.json"),
-    }
-    rows, notes = [], {}
+    }  # fmt: skip
+    if args.no_uncached:
+        del servers[OURS_NO_CACHE]
+    procs, notes = {}, {}
     for name, (cmd, port, probe, reqs) in servers.items():
-        if name == OURS_NO_CACHE and args.no_uncached:
-            continue
         log = work / f"{SHORT[name]}.log"
-        proc = start(cmd, env, log, stack)
+        procs[name] = proc = start(cmd, env, log, stack)
         startup = wait_ready(proc, f"http://127.0.0.1:{port}{probe}", log)
         notes[name] = {"command": " ".join(cmd), "startup_s": round(startup, 1), "log": str(log)}
         first = json.loads((work / reqs).read_text())[0]
         if (n := check_answer(port, first)) != K:
             raise SystemExit(f"{name} answered {n} items instead of {K} to {first['path']}")
         print(f"{name}: ready in {startup:.1f} s ({' '.join(cmd[1:])})", flush=True)
+    names = list(servers)
+    cells: dict[tuple[str, int], list[dict[str, Any]]] = {
+        (name, c): [] for name in names for c in args.clients
+    }
+    hits = {cell: [0.0, 0.0] for cell in cells}  # state cache hits, misses
+    seconds = args.seconds / args.rounds
+    for rnd in range(args.rounds):
+        order = names[rnd % len(names) :] + names[: rnd % len(names)]  # each goes first in turn
         for clients in args.clients:
-            hits_before = state_cache_counts(port) if name != MLFLOW else None
-            if args.loadgen == "wrk":
-                stats = load_wrk(port, work / reqs.replace(".json", ".tsv"), clients, args.seconds)
-            else:
-                out = work / f"{SHORT[name]}-{clients}.json"
-                stats = summarize(load(port, work / reqs, clients, args.seconds, out)["samples"],
-                                  args.seconds)  # fmt: skip
-            row = {"server": name, "clients": clients, **stats, "state_hit_pct": None}
-            if hits_before is not None:
-                (h0, m0), (h1, m1) = hits_before, state_cache_counts(port)
-                row["state_hit_pct"] = 100.0 * (h1 - h0) / max(h1 - h0 + m1 - m0, 1)
-            rows.append(row)
-            print(
-                f"  {clients:>3} clients: {row['req_s']:8.1f} req/s  p99 {row['p99_ms']:7.1f} ms"
-                f"  errors {row['errors']}",
-                flush=True,
-            )
-        stop(proc, open(os.devnull))  # free the cores before the next server
+            for name in order:
+                _, port, _, reqs = servers[name]
+                before = state_cache_counts(port) if name != MLFLOW else None
+                if args.loadgen == "wrk":
+                    stats = load_wrk(port, work / reqs.replace(".json", ".tsv"), clients, seconds)
+                else:
+                    out = work / f"{SHORT[name]}-{clients}-{rnd}.json"
+                    stats = summarize(load(port, work / reqs, clients, seconds, out)["samples"],
+                                      seconds)  # fmt: skip
+                if before is not None:
+                    (h0, m0), (h1, m1) = before, state_cache_counts(port)
+                    hits[name, clients][0] += h1 - h0
+                    hits[name, clients][1] += m1 - m0
+                cells[name, clients].append(stats)
+                print(
+                    f"  round {rnd + 1}/{args.rounds} {name:<30} {clients:>3} clients: "
+                    f"{stats['req_s']:8.1f} req/s  p99 {stats['p99_ms']:7.1f} ms  "
+                    f"errors {stats['errors']}",
+                    flush=True,
+                )  # fmt: skip
+    for proc in procs.values():
+        stop(proc, open(os.devnull))  # free the cores for the reload
+    rows = []
+    for (name, clients), rounds in cells.items():
+        row = {"server": name, "clients": clients, **merge_rounds(rounds), "state_hit_pct": None}
+        if name != MLFLOW:
+            h, m = hits[name, clients]
+            row["state_hit_pct"] = 100.0 * h / max(h + m, 1)
+        rows.append(row)
     return rows, notes
+
+
+def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from a server's rounds at one level: the mean throughput, the worst round's
+    latency percentiles, all errors and requests."""
+    return {
+        "req_s": statistics.fmean(r["req_s"] for r in rounds),
+        **{key: max(r[key] for r in rounds) for key in ("p50_ms", "p95_ms", "p99_ms")},
+        "errors": sum(r["errors"] for r in rounds),
+        "requests": sum(r["requests"] for r in rounds),
+        "rounds": len(rounds),
+    }
 
 
 def state_cache_counts(port: int) -> tuple[float, float]:
@@ -413,7 +455,13 @@ def main() -> None:
         "--home", type=Path, help="a RECSYS_HOME; its champion is served, or one is built there"
     )
     parser.add_argument("--epochs", type=int, default=5, help="epochs of the benchmark's model")
-    parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per level")
+    parser.add_argument(
+        "--seconds", type=float, default=15.0, help="measured seconds per server and level"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3,
+        help="interleaved rounds the seconds of each server and level are split into",
+    )  # fmt: skip
     parser.add_argument(
         "--clients", default="1,8,32", type=lambda s: [int(c) for c in s.split(",")]
     )
@@ -452,7 +500,8 @@ def main() -> None:
         reload = {} if args.no_reload else run_reload(args, settings, work, stack)
     lines = report(rows, reload, notes)
     print(
-        f"\nrecsys serving benchmark: {os.cpu_count()} cores, {args.seconds:g} s per level, "
+        f"\nrecsys serving benchmark: {os.cpu_count()} cores, {args.seconds:g} s per level "
+        f"({args.rounds} interleaved rounds), "
         f"{args.users} MovieLens-100K users, k={K}, load generator {args.loadgen}"
     )
     print("\n".join(lines))
@@ -465,6 +514,7 @@ def main() -> None:
         metrics.update({f"reload.{k}": v for k, v in reload.items() if isinstance(v, float | int)})
         params = {
             "seconds": args.seconds,
+            "rounds": args.rounds,
             "clients": args.clients,
             "users": args.users,
             "epochs": args.epochs,
