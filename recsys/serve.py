@@ -547,9 +547,15 @@ def serve(
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
     app = create_app(settings, poll_seconds=poll, serving=cfg)
-    # What is loaded by now (torch, MLflow, FastAPI: 200,000 objects) lives as long as the
-    # process: freeze it out of the garbage collector's way. Each full collection walked all of
-    # it, stalling answers by up to 240 ms (bench/serve.py, 8 clients: p99 78 ms, 7.6 frozen).
+    # The champion and the trending list are loaded here rather than at the app's startup, so
+    # that what loading them allocates (MLflow's modules among it) is frozen below as well; the
+    # startup then finds them loaded. Loaded after the freeze, they left full collections of
+    # 95-131 ms, each one a stalled answer (bench/loadgen.py, 1 client: max 128 ms).
+    app.state.holder.refresh()
+    app.state.popularity.refresh()
+    # What is loaded by now (torch, MLflow, FastAPI, the model: 200,000 objects) lives as long as
+    # the process: freeze it out of the garbage collector's way. Each full collection walked all
+    # of it, stalling answers by up to 240 ms (bench/serve.py, 8 clients: p99 78 ms, 7.6 frozen).
     gc.collect()
     gc.freeze()
     uvicorn.run(

@@ -563,24 +563,40 @@ def test_registered_versions_have_a_signature_and_a_working_input_example(served
         assert set(recs) <= known and not set(recs) & set(history)
 
 
-def test_the_server_freezes_what_it_loaded_before_it_starts(settings, monkeypatch):
+def test_the_server_freezes_what_it_loaded_before_it_starts(served, monkeypatch):
     import gc
 
+    from recsys import serve as serving
     from recsys.config import ServingConfig
-    from recsys.serve import serve
 
-    seen = {}
+    settings, v1, _ = served
+    Registry(settings).set_alias(CHAMPION, v1)
+    apps, seen = [], {}
+    create_app, freeze = serving.create_app, gc.freeze
+
+    def app_of(*args, **kwargs):
+        apps.append(create_app(*args, **kwargs))
+        return apps[-1]
+
+    def freeze_after_loading():  # what the champion and the trending list are at the freeze
+        state = apps[0].state
+        seen["model"] = state.holder.current and state.holder.current.version
+        seen["trending"] = len(state.popularity.popular(5, exclude=set()))
+        freeze()
 
     def run(app, **kwargs):
         seen["frozen"], seen["loop"] = gc.get_freeze_count(), kwargs["loop"]
 
+    monkeypatch.setattr(serving, "create_app", app_of)
+    monkeypatch.setattr("gc.freeze", freeze_after_loading)
     monkeypatch.setattr("uvicorn.run", run)
     gc.unfreeze()
     try:
-        serve(settings, serving=ServingConfig(torch_threads=0))  # 0: leave torch's threads be
+        serving.serve(settings, serving=ServingConfig(torch_threads=0))  # 0: torch's threads be
     finally:
         gc.unfreeze()
-    assert seen["frozen"] > 10_000 and seen["loop"] == "asyncio"
+    assert seen == {"model": v1, "trending": 5, "frozen": seen["frozen"], "loop": "asyncio"}
+    assert seen["frozen"] > 10_000
 
 
 @pytest.mark.parametrize(
