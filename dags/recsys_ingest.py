@@ -5,12 +5,18 @@ For each data interval (daily): **collect** the events *ingested* in the interva
 store into a raw Parquet partition, **validate** it with the Great Expectations suite
 `expectations/raw_events.json` (a failing partition is quarantined with its report and downstream
 work stops), then **build features**: per-user time-ordered sequences and the stable item index.
+Features are cumulative (a snapshot holds every partition up to its interval's end, and the item
+index grows in the order they are built), so **build_features depends on its past**: runs collect
+and validate side by side, but an interval's features wait until the previous interval's succeeded
+or were skipped. A failed day holds the features of the days after it until it is re-run.
 A successful run updates the `recsys_features` Asset, which triggers `recsys_incremental_finetune`.
 Beside it, **online_ctr** joins the clicks with the lists the API served in the interval: the
 click-through rate per model version, under `online/ctr/<interval>/` in the lake.
 
-Re-running an interval rewrites the same partition. Backfill with
-`airflow backfill create --dag-id recsys_ingest --from-date 1997-09-20 --to-date 1997-10-18`.
+Re-running an interval rewrites the same partition. Backfill with `airflow backfill create
+--dag-id recsys_ingest --from-date 1997-09-20 --to-date 1997-10-18 --reprocess-behavior failed`
+(Airflow requires a reprocess behavior for a DAG with depends_on_past; `completed` re-runs
+intervals already collected).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ FEATURES = Asset("recsys_features")
     doc_md=__doc__,
 )
 def recsys_ingest() -> None:
-    build_features.override(outlets=[FEATURES])(validate(collect()))
+    build_features.override(outlets=[FEATURES], depends_on_past=True)(validate(collect()))
     online_ctr()
 
 

@@ -246,9 +246,12 @@ def _summarise_runs(db: AirflowDB, dag_id: str) -> str:
 
 
 def backfill_args(
-    start: date, end: date, max_active_runs: int, reprocess: str = "none"
+    start: date, end: date, max_active_runs: int, reprocess: str = "failed"
 ) -> tuple[str, ...]:
-    """The ``airflow`` arguments that create a backfill of ``recsys_ingest`` over [start, end]."""
+    """The ``airflow`` arguments that create a backfill of ``recsys_ingest`` over [start, end].
+
+    Its features depend on their past, and Airflow then requires a reprocess behavior: ``failed``
+    (the default here) re-runs only failed intervals, ``completed`` every existing one."""
     return (
         "backfill",
         "create",
@@ -273,7 +276,7 @@ def _backfill(
     end: date,
     max_active_runs: int,
     timeout: float,
-    reprocess: str = "none",
+    reprocess: str = "failed",
 ) -> None:
     """``airflow backfill create`` for ``recsys_ingest``, then wait until its runs finished.
 
@@ -395,11 +398,7 @@ def _loop(
     _airflow(env, "dags", "unpause", "recsys_ingest")
 
     first_end = plan.start + timedelta(days=7 * plan.weeks - 1)
-    _say(
-        t0,
-        f"airflow backfill create --dag-id recsys_ingest --from-date {plan.start} "
-        f"--to-date {first_end}",
-    )
+    _say(t0, " ".join(("airflow", *backfill_args(plan.start, first_end, max_active_runs=2))))
     _backfill(env, db, services, plan.start, first_end, max_active_runs=2, timeout=420)
     _say(t0, f"recsys_ingest: {_summarise_runs(db, 'recsys_ingest')}")
 
@@ -414,9 +413,9 @@ def _loop(
     second_end = first_end + timedelta(days=plan.days)
     _say(
         t0,
-        f"airflow backfill create --dag-id recsys_ingest --from-date {second_start} "
-        f"--to-date {second_end}  (each run updates the features Asset, which triggers a "
-        "fine-tune; Asset events that arrive while one runs are merged into the next)",
+        " ".join(("airflow", *backfill_args(second_start, second_end, max_active_runs=1)))
+        + "  (each run updates the features Asset, which triggers a fine-tune; Asset events "
+        "that arrive while one runs are merged into the next)",
     )
     _backfill(env, db, services, second_start, second_end, max_active_runs=1, timeout=420)
     _say(t0, f"recsys_incremental_finetune: {_summarise_runs(db, 'recsys_incremental_finetune')}")
@@ -426,11 +425,8 @@ def _loop(
         for d in range(2)
     ]
     before = _snapshot_hashes(settings, replay)
-    _say(
-        t0,
-        f"airflow backfill create --dag-id recsys_ingest --from-date {plan.start} --to-date "
-        f"{replay[-1].start.date()} --reprocess-behavior completed  (already collected)",
-    )
+    replay_args = backfill_args(plan.start, replay[-1].start.date(), 1, reprocess="completed")
+    _say(t0, " ".join(("airflow", *replay_args)) + "  (already collected)")
     _backfill(
         env,
         db,

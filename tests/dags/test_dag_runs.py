@@ -2,6 +2,7 @@
 quarantine path. (`dag.test()` returns a failed run instead of raising: assert on its state.)"""
 
 import datetime as dt
+import json
 
 import pandas as pd
 import pendulum
@@ -140,3 +141,95 @@ def test_rerunning_collected_intervals_reproduces_byte_identical_features(
     assert len(snapshots[0]) == 2 and snapshots[0] == snapshots[1]
     rerun = _ingest(dagbag, 1)  # unchanged features: the Asset is not updated, nothing retrains
     assert _states(rerun)["build_features"] == "skipped"
+
+
+def _set_state(dag_id: str, run_id: str, task_id: str, state: str) -> None:
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import update
+
+    with create_session() as session:
+        session.execute(
+            update(TaskInstance)
+            .where(TaskInstance.dag_id == dag_id)
+            .where(TaskInstance.run_id == run_id)
+            .where(TaskInstance.task_id == task_id)
+            .values(state=state)
+        )
+
+
+def _ingest_states(day: int) -> tuple[str | None, dict[str, str | None]]:
+    """(run id, task states) of the latest recsys_ingest run of ``day``, from the metadata DB."""
+    from airflow.models import DagRun, TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    logical = pendulum.instance(START + dt.timedelta(days=day + 1), tz="UTC")
+    runs = select(DagRun.run_id).where(
+        DagRun.dag_id == "recsys_ingest", DagRun.logical_date == logical
+    )
+    with create_session() as session:
+        run_id = session.scalars(runs.order_by(DagRun.id.desc())).first()
+        tasks = select(TaskInstance.task_id, TaskInstance.state).where(
+            TaskInstance.dag_id == "recsys_ingest", TaskInstance.run_id == run_id
+        )
+        return run_id, {task: state for task, state in session.execute(tasks)}
+
+
+def test_an_interval_builds_its_features_only_after_the_interval_before_it(
+    airflow_db, settings, dagbag
+):
+    """Backfill runs collect side by side, but day 1's features wait for day 0's: cumulative
+    features built first would miss day 0's partition (a race seen in the demo's backfill)."""
+    import threading
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    from recsys.features import MANIFEST
+
+    events.EventStore(settings.event_store_url).append(
+        events.prepare_rows(synthetic.generate(n_users=30, n_items=20, days=2))
+    )
+    day0 = _ingest(dagbag, 0)
+    assert day0.state == "success"
+    # Day 0's features are in flight again, as when a backfill runs both days at once.
+    _set_state("recsys_ingest", day0.run_id, "build_features", "running")
+
+    earlier_run, _ = _ingest_states(1)  # an earlier test's run of day 1, replaced by dag.test()
+    seen: list[dict[str, str | None]] = []
+
+    def this_run() -> dict[str, str | None]:
+        run_id, states = _ingest_states(1)
+        return states if run_id != earlier_run else {}
+
+    def release_day0() -> None:
+        """Once day 1 is validated, watch its features for 5 s, then let day 0's finish."""
+        try:
+            deadline = time.monotonic() + 120
+            while this_run().get("validate") != "success" and time.monotonic() < deadline:
+                time.sleep(0.2)
+            for _ in range(10):
+                seen.append(this_run())
+                time.sleep(0.5)
+        finally:
+            for _ in range(40):  # SQLite: dag.test() may hold the write lock for a moment
+                try:
+                    _set_state("recsys_ingest", day0.run_id, "build_features", "success")
+                    break
+                except OperationalError:
+                    time.sleep(0.25)
+
+    releaser = threading.Thread(target=release_day0, daemon=True)
+    releaser.start()
+    day1 = _ingest(dagbag, 1)  # dag.test() runs tasks in this thread; it returns once released
+    releaser.join(timeout=60)
+
+    assert seen and all(s["validate"] == "success" for s in seen)
+    assert [s["build_features"] for s in seen] == [None] * len(seen)  # held while day 0 ran
+    assert day1.state == "success", _states(day1)
+    lake = Lake(settings.lake_root)
+    manifest = json.loads((lake.snapshot(lake.partitions("raw")[1]) / MANIFEST).read_text())
+    assert [p["interval"] for p in manifest["partitions"]] == [
+        iv.id for iv in lake.partitions("raw")
+    ]

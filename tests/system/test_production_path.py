@@ -68,6 +68,7 @@ def test_celery_postgres_redis_and_an_mlflow_server_run_the_loop(tmp_path, postg
 
     from recsys import demo
     from recsys.config import CHAMPION, TRAINING_POOL, Settings
+    from recsys.features import MANIFEST
     from recsys.lake import Interval, Lake
     from recsys.registry import Registry
 
@@ -195,8 +196,9 @@ def test_celery_postgres_redis_and_an_mlflow_server_run_the_loop(tmp_path, postg
 
         unpause("recsys_ingest")
         end = START + dt.timedelta(days=2)
-        say(f"airflow backfill create --dag-id recsys_ingest --from-date {START} --to-date {end}")
-        demo._airflow(env, *demo.backfill_args(START, end, max_active_runs=2))
+        args = demo.backfill_args(START, end, max_active_runs=2)
+        say(" ".join(("airflow", *args)))
+        demo._airflow(env, *args)
         backfill = db.last_backfill()
         assert backfill is not None
         wait("the backfill", lambda: db.backfill_done(backfill[0]) and db.idle(), 300)
@@ -272,6 +274,11 @@ def test_celery_postgres_redis_and_an_mlflow_server_run_the_loop(tmp_path, postg
         assert set(expected) <= set(lake.partitions("raw"))
         for interval in expected:
             assert lake.manifest("raw", interval)["rows"] > 0
+            # Features are cumulative: backfilled two at a time, each still holds every day before.
+            built = json.loads((lake.snapshot(interval) / MANIFEST).read_text())
+            assert [p["interval"] for p in built["partitions"]] == [
+                iv.id for iv in lake.partitions("raw") if iv.end <= interval.end
+            ]
 
         reg = Registry(settings)
         wait("the fine-tune's version in the registry", lambda: len(reg.versions()) >= 2, 60)
