@@ -110,23 +110,38 @@ def ndcg_per_user(ranks: np.ndarray, k: int) -> np.ndarray:
 
 
 def paired_bootstrap(
-    challenger: np.ndarray, champion: np.ndarray, n_boot: int, confidence: float, seed: int
+    challenger: np.ndarray,
+    champion: np.ndarray,
+    n_boot: int,
+    confidence: float,
+    seed: int,
+    groups: np.ndarray | None = None,
 ) -> tuple[float, float, float]:
-    """(mean difference, lower bound, upper bound) of ``challenger - champion``, paired by user.
+    """(mean difference, lower bound, upper bound) of ``challenger - champion``, paired by case.
 
-    Users are resampled with replacement ``n_boot`` times with a seeded generator: the same
+    Cases are resampled with replacement ``n_boot`` times with a seeded generator: the same
     inputs and seed always give the same bounds. The bounds are the one-sided
     ``1 - confidence`` and ``confidence`` quantiles of the resampled mean difference.
+    With ``groups`` (one label per case, e.g. the user of each event) whole groups are resampled
+    instead, since cases of one group are not independent; the mean stays the mean over cases.
     """
     diff = np.asarray(challenger, dtype=np.float64) - np.asarray(champion, dtype=np.float64)
     if diff.ndim != 1 or diff.size == 0:
-        raise ValueError("paired bootstrap needs two equal-length, non-empty per-user arrays")
+        raise ValueError("paired bootstrap needs two equal-length, non-empty per-case arrays")
+    if groups is None:
+        sums, counts = diff, np.ones_like(diff)
+    else:
+        groups = np.asarray(groups)
+        if groups.shape != diff.shape:
+            raise ValueError(f"{groups.size} group labels for {diff.size} cases")
+        _, label = np.unique(groups, return_inverse=True)
+        sums, counts = np.bincount(label, weights=diff), np.bincount(label).astype(np.float64)
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)
     for start in range(0, n_boot, BOOT_CHUNK):
         n = min(BOOT_CHUNK, n_boot - start)
-        idx = rng.integers(0, diff.size, size=(n, diff.size))  # (n, users)
-        means[start : start + n] = diff[idx].mean(axis=1)
+        idx = rng.integers(0, sums.size, size=(n, sums.size))  # (n, groups)
+        means[start : start + n] = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
     low, high = np.quantile(means, [1 - confidence, confidence])
     return float(diff.mean()), float(low), float(high)
 

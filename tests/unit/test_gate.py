@@ -51,6 +51,28 @@ def test_bootstrap_is_seeded_deterministic_and_brackets_the_mean():
         paired_bootstrap(a, b[:10], 200, 0.95, seed=0)
 
 
+def test_bootstrap_over_groups_resamples_whole_groups():
+    rng = np.random.default_rng(5)
+    a, b = rng.random(300), rng.random(300)
+    # One group per case is the plain bootstrap, draw for draw.
+    assert paired_bootstrap(a, b, 300, 0.95, 1, groups=np.arange(300) * 7) == paired_bootstrap(
+        a, b, 300, 0.95, 1
+    )
+    # 10 users with 30 events each, every event of a user with the same difference: there are
+    # only 10 independent cases, and the interval must be as wide as for 10 cases, not 300.
+    per_user = rng.normal(0.05, 0.1, size=10)
+    diff, users = np.repeat(per_user, 30), np.repeat(np.arange(10), 30)
+    zeros = np.zeros_like(diff)
+    mean, low, high = paired_bootstrap(diff, zeros, 2000, 0.95, 0, groups=users)
+    assert mean == pytest.approx(per_user.mean())
+    _, ten_low, ten_high = paired_bootstrap(per_user, np.zeros(10), 2000, 0.95, 0)
+    assert high - low == pytest.approx(ten_high - ten_low, rel=0.15)
+    _, naive_low, naive_high = paired_bootstrap(diff, zeros, 2000, 0.95, 0)
+    assert naive_high - naive_low < (high - low) / 3
+    with pytest.raises(ValueError, match="group labels"):
+        paired_bootstrap(a, b, 100, 0.95, 0, groups=np.arange(10))
+
+
 def test_clearly_better_model_is_promoted(champion):
     challenger = evidence(better_than(champion, 0.3))
     verdict = decide(challenger, champion, CFG)
