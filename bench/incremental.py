@@ -21,7 +21,9 @@ of each user is held out, the one before it selects the checkpoint). Items are n
 appearance over the whole data set, so a model trained before day d knows exactly the items
 ``1..n(d)`` seen before d; items first seen on day d score ``-inf`` for every strategy. The first
 full retrain is shared by (a), (b) and (c) and trained once; "update s" excludes it.
-Logged to the MLflow experiment ``bench-incremental`` unless ``--no-mlflow``.
+"(b) clearly beats (c)" is judged by the per-event NDCG@k difference: a paired bootstrap over users
+(their events are not independent) gives one-sided 95% bounds, and "better" means the lower bound
+is above 0. Logged to the MLflow experiment ``bench-incremental`` unless ``--no-mlflow``.
 """
 
 from __future__ import annotations
@@ -50,11 +52,13 @@ from recsys.evaluate import (
     popularity_scores,
     rank_targets,
 )
+from recsys.gate import ndcg_per_user, paired_bootstrap
 from recsys.model import Checkpoint, build_model, score_contexts
 from recsys.movielens import load_ml100k
 from recsys.train import TrainResult, mix_replay, train
 
 DAY = 86_400  # seconds in a UTC day
+BOOT = 2000  # bootstrap resamples of the users for the confidence bounds
 STRATEGIES = {
     "full": "(a) full retrain daily",
     "finetune": "(b) fine-tune daily",
@@ -114,6 +118,7 @@ class Replay:
     seconds: dict[str, float] = dataclasses.field(
         default_factory=lambda: dict.fromkeys(STRATEGIES, 0.0)
     )
+    users: list[list[int]] = dataclasses.field(default_factory=list)  # each case's user, by day
     shared_seconds: float = 0.0  # the first full retrain, counted in (a), (b) and (c)
     curves: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
     n_repeats: int = 0
@@ -220,6 +225,7 @@ def replay(
         ranks["popular"] = popular_ranks(cases, n_known, n_total)
         for s in STRATEGIES:
             out.ranks[s].append(ranks[s])
+        out.users.append(cases.users)
         row = day_row(date, cases, n_known, len(active), ranks, full, ft, n_seqs, k)
         out.rows.append(row)
         print(
@@ -261,6 +267,19 @@ def summarise(result: Replay, k: int) -> tuple[list[dict[str, Any]], dict[str, f
             else float("nan")
         ),
     }
+    # Is (b) better than (c), or than (a)? Per-event NDCG differences, with one-sided 95% bounds
+    # from a paired bootstrap that resamples users (a user's events are not independent).
+    users = np.concatenate(result.users)
+    per_event = {s: ndcg_per_user(np.concatenate(result.ranks[s]), k) for s in STRATEGIES}
+    for other in ("frozen", "full"):
+        mean, low, high = paired_bootstrap(
+            per_event["finetune"], per_event[other], BOOT, 0.95, seed=0, groups=users
+        )
+        ratios |= {
+            f"ndcg_gain_finetune_vs_{other}": mean,
+            f"ndcg_gain_finetune_vs_{other}_low": low,
+            f"ndcg_gain_finetune_vs_{other}_high": high,
+        }
     return rows, ratios
 
 
@@ -279,6 +298,14 @@ def print_tables(
         f"(b)/(a) train time: {ratios['time_ratio_finetune_vs_full']:.3f} in all, "
         f"{ratios['update_time_ratio_finetune_vs_full']:.3f} for the daily updates"
     )
+    for other, label in (("frozen", "(b)-(c)"), ("full", "(b)-(a)")):
+        gain = f"ndcg_gain_finetune_vs_{other}"
+        low, high = ratios[f"{gain}_low"], ratios[f"{gain}_high"]
+        verdict = "better" if low > 0 else "worse" if high < 0 else "not clearly different"
+        print(
+            f"{label} NDCG@{k} per event: {ratios[gain]:+.4f}, 95% bounds [{low:+.4f}, "
+            f"{high:+.4f}] (paired bootstrap over users): {verdict}"
+        )
     names = {"full": "full", "finetune": "ft", "frozen": "frozen", "popular": "pop"}
     head = "".join(f"{'ndcg ' + n:>12}" for n in names.values())
     head += "".join(f"{'hr ' + n:>10}" for n in names.values())
