@@ -170,7 +170,9 @@ def _make_optimizer(model: SASRec, cfg: TrainConfig) -> torch.optim.AdamW:
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    # On a GPU the fused kernel updates every parameter in one launch.
+    fused = model.item_emb.weight.device.type == "cuda" or None
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
 
 
 def _warm_start_optimizer(opt: torch.optim.AdamW, state: dict[str, Any], cfg: TrainConfig) -> None:
@@ -271,6 +273,33 @@ def _loss(
     return SoftmaxCrossEntropy.apply(hidden, model.item_emb.weight, targets)
 
 
+def dense_loss_sum(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor
+) -> torch.Tensor:
+    """Summed full-softmax cross-entropy of every kept position, as a 0-dim tensor.
+
+    The GPU form of the loss: one ``(B * T, V)`` logits product over all positions, padding
+    included, and no boolean indexing, so a training step never waits for the host. ``hidden``
+    ``(B, T, D)``, ``weight`` ``(V, D)``, ``targets`` and ``keep`` ``(B, T)``.
+    """
+    logits = hidden.flatten(0, 1) @ weight.T  # (B * T, V)
+    ignored = targets.masked_fill(~keep, -100).flatten()  # (B * T,)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32
+    return torch.nn.functional.cross_entropy(logits, ignored, reduction="sum")
+
+
+def _dense_steps(device: torch.device, cfg: TrainConfig) -> bool:
+    """Whether ``_run_epoch`` takes the GPU form of a step (see there)."""
+    return device.type == "cuda" and cfg.loss == "full"
+
+
+def _autocast(device: torch.device, cfg: TrainConfig) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast when ``cfg.precision`` is "bf16", else nothing."""
+    if cfg.precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
 def lr_at(cfg: TrainConfig, progress: float) -> float:
     """The learning rate after ``progress`` epochs (fractional) under ``cfg.schedule``."""
     if progress < cfg.warmup_epochs:
@@ -340,6 +369,10 @@ def _run_epoch(
     ``net`` is ``model``'s hidden-state forward, wrapped in DDP when training in several
     processes: each process then takes every ``world``-th batch of the same seeded order, and
     all take the same number of batches (DDP all-reduces gradients at every step).
+
+    On a GPU with the full softmax the step is written so that the host never waits for the
+    device: the data is moved once per epoch, the loss covers every position (padding ignored)
+    and the epoch's loss and target count are read back once, at its end.
     """
     model.train()
     rank, world = _world()
@@ -355,30 +388,50 @@ def _run_epoch(
         if len(batches) < world:
             raise ValueError(f"{len(batches)} batches cannot be shared by {world} processes")
         batches = batches[rank : len(batches) // world * world : world]
+    dense = _dense_steps(device, cfg)
+    if dense:
+        on_device = data.to(device)  # (N, T + 1)
+        sizes = [len(idx) for idx in batches]
+        device_batches = torch.cat(batches).to(device).split(sizes)
+        sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, targets
+    autocast = _autocast(device, cfg)
     total_loss, n_tokens = 0.0, 0
     for step, idx in enumerate(batches):
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, epoch - 1 + step / len(batches))
         width = int(lengths[idx].max())
-        batch = data[idx, -width:]  # (B, W): columns that are padding in every row dropped
-        batch = batch.to(device, non_blocking=True)
+        if dense:
+            batch = on_device[device_batches[step], -width:]  # (B, W)
+        else:
+            batch = data[idx, -width:]  # (B, W): columns that are padding in every row dropped
+            batch = batch.to(device, non_blocking=True)
         x, y = batch[:, :-1], batch[:, 1:]  # (B, W - 1) inputs and next-item targets
         sel = (x != 0) & (y != 0)  # predict only from a real item
         if cfg.item_dropout > 0:
             x = drop_items(x, cfg.item_dropout)
-        hidden = net(x)[sel]  # (M, D)
-        loss = _loss(model, hidden, y[sel], cfg)
-        n = int(sel.sum())
         opt.zero_grad(set_to_none=True)
-        (loss * (n / targets_per_batch)).backward()
+        if dense:
+            with autocast:
+                loss_sum = dense_loss_sum(net(x), model.item_emb.weight, y, sel)
+            (loss_sum / targets_per_batch).backward()
+            sums += torch.stack([loss_sum.detach().double(), sel.sum().double()])
+        else:
+            with autocast:
+                hidden = net(x)[sel]  # (M, D)
+            hidden = hidden.to(torch.promote_types(hidden.dtype, torch.float32))  # bf16 -> fp32
+            loss = _loss(model, hidden, y[sel], cfg)
+            n = int(sel.sum())
+            (loss * (n / targets_per_batch)).backward()
+            total_loss += float(loss.detach()) * n
+            n_tokens += n
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
         opt.step()
         if ema is not None:
             ema.update(model)
-        total_loss += float(loss.detach()) * n
-        n_tokens += n
         if world == 1 and time.perf_counter() >= deadline:
             break  # several processes stop together, at the end of an epoch
+    if dense:
+        total_loss, n_tokens = sums[0].item(), int(sums[1].item())
     return total_loss / max(n_tokens, 1), n_tokens
 
 
@@ -470,6 +523,8 @@ def _fit(
         device = model.item_emb.weight.device
         ids = [device] if device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)  # syncs weights
+    if cfg.compile:
+        net = torch.compile(net, dynamic=True)  # type: ignore[assignment]
     gen = torch.Generator().manual_seed(cfg.seed)  # batch order
     st = _State.resume(state_path, _fingerprint(data, model, cfg), model, opt, gen)
     resumed_after = st.epoch
@@ -605,6 +660,8 @@ def train(
         raise ValueError(f"loss must be 'full' or 'sampled' with n_negatives >= 1: {train_cfg}")
     if not 0.0 <= train_cfg.item_dropout < 1.0 or train_cfg.ema_halflife_epochs < 0:
         raise ValueError(f"need 0 <= item_dropout < 1 and ema_halflife_epochs >= 0: {train_cfg}")
+    if train_cfg.precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16': {train_cfg}")
     if train_cfg.mode == "incremental" and init is None:
         raise ValueError("mode='incremental' needs an init checkpoint to warm-start from")
     with torch.random.fork_rng(devices=[]):

@@ -9,7 +9,14 @@ import torch
 from recsys.config import ModelConfig, TrainConfig
 from recsys.evaluate import evaluate_model, evaluate_popularity, leave_last_out
 from recsys.model import SASRec, build_model, score_contexts
-from recsys.train import WeightAverage, build_windows, drop_items, init_model, train
+from recsys.train import (
+    WeightAverage,
+    build_windows,
+    dense_loss_sum,
+    drop_items,
+    init_model,
+    train,
+)
 
 N_ITEMS = 60
 MODEL = ModelConfig(max_len=20, d_model=32, n_layers=1, n_heads=2, dropout=0.1)
@@ -172,13 +179,16 @@ def test_the_optimizer_follows_the_schedule_and_bad_schedules_are_refused(split)
         train(split, N_ITEMS, MODEL, dataclasses.replace(TRAIN, schedule="linear"))
 
 
-def test_an_epoch_weighs_every_target_alike_whatever_its_batch(monkeypatch):
+@pytest.mark.parametrize("dense", [False, True], ids=["cpu-step", "gpu-step"])
+def test_an_epoch_weighs_every_target_alike_whatever_its_batch(monkeypatch, dense):
     """Length-bucketed batches carry very different numbers of targets. One epoch of tiny SGD
     steps must move the weights like ``n_batches`` steps on the mean loss over all targets,
-    as if batches were uniform: a target of a short history is not worth more than another."""
+    as if batches were uniform: a target of a short history is not worth more than another.
+    Both forms of a step: the CPU's (indexed, chunked loss) and the GPU's (dense loss)."""
     import recsys.train as T
 
     monkeypatch.setattr(T, "GRAD_CLIP", 1e9)
+    monkeypatch.setattr(T, "_dense_steps", lambda device, cfg: dense)
     cfg = dataclasses.replace(TRAIN, lr=1e-3, batch_size=2)
     sequences = [[1, 2, 3], [4, 5, 6], [7, 8, 9, 10] * 5, [11, 12, 13, 14] * 5]  # 2 + 2 + 19 + 19
     data = build_windows(sequences, max_len=20)
@@ -266,3 +276,55 @@ def test_early_stopping_waits_for_min_steps(split):
     assert len(train(split, N_ITEMS, MODEL, frozen).losses) == 2  # the second check stops it
     waiting = dataclasses.replace(frozen, min_steps=5 * steps_per_epoch)
     assert len(train(split, N_ITEMS, MODEL, waiting).losses) == 5
+
+
+def test_dense_loss_sum_is_the_cross_entropy_of_the_kept_positions():
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 5, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(12, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 12, (3, 5), generator=gen)
+    keep = torch.rand(3, 5, generator=gen) < 0.6
+    got = dense_loss_sum(hidden, weight, targets, keep)
+    rows = hidden[keep] @ weight.T  # (M, V)
+    want = torch.nn.functional.cross_entropy(rows, targets[keep], reduction="sum")
+    assert 0 < int(keep.sum()) < keep.numel()
+    torch.testing.assert_close(got, want)
+    got_grads = torch.autograd.grad(got, [hidden, weight])
+    want_grads = torch.autograd.grad(want, [hidden, weight])
+    for g, w in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w)
+    assert float(got_grads[0][~keep].abs().max()) == 0.0  # ignored positions get no gradient
+
+
+def test_the_gpu_form_of_a_step_trains_like_the_cpu_one(split, monkeypatch):
+    """The GPU's step (data moved once, dense loss, one read-back per epoch) is the same
+    training as the CPU's, up to float rounding; run here on the CPU."""
+    import recsys.train as T
+
+    cfg = dataclasses.replace(TRAIN, epochs=4, eval_every=2)
+    cpu = train(split, N_ITEMS, MODEL, cfg)
+    monkeypatch.setattr(T, "_dense_steps", lambda device, cfg: True)
+    dense = train(split, N_ITEMS, MODEL, cfg)
+    np.testing.assert_allclose(dense.losses, cpu.losses, rtol=1e-5)
+    assert dense.best_epoch == cpu.best_epoch
+    assert dense.best_valid["ndcg_at_10"] == pytest.approx(cpu.best_valid["ndcg_at_10"], abs=1e-6)
+
+
+def test_bf16_precision_trains_close_to_fp32_and_other_precisions_are_refused(split):
+    cfg = dataclasses.replace(TRAIN, epochs=2, eval_every=1)
+    fp32 = train(split, N_ITEMS, MODEL, cfg)
+    bf16 = train(split, N_ITEMS, MODEL, dataclasses.replace(cfg, precision="bf16"))
+    assert bf16.losses != fp32.losses  # the steps really ran in bf16
+    np.testing.assert_allclose(bf16.losses, fp32.losses, rtol=0.02)
+    assert all(p.dtype == torch.float32 for p in bf16.checkpoint.model_state.values())
+    with pytest.raises(ValueError, match="precision"):
+        train(split, N_ITEMS, MODEL, dataclasses.replace(cfg, precision="fp16"))
+
+
+def test_compiled_training_learns(split):
+    cfg = dataclasses.replace(TRAIN, epochs=6, eval_every=3, compile=True)
+    got = train(split, N_ITEMS, MODEL, cfg)
+    assert got.losses[-1] < 0.8 * got.losses[0]
+    model = build_model(got.checkpoint)  # the plain model: compiling changes no weight name
+    ndcg = evaluate_model(model, split, N_ITEMS, k=10, on="test")["ndcg_at_10"]
+    assert ndcg > evaluate_popularity(split, N_ITEMS, k=10, on="test")["ndcg_at_10"] + 0.1
