@@ -4,6 +4,7 @@
     .venv/bin/python bench/quality.py --model --seeds 3
     .venv/bin/python bench/quality.py --no-mlflow      # print only
     .venv/bin/python bench/quality.py --data synthetic --model   # 1M events, 20,000 users
+    python bench/quality.py --model --seeds 3 --device cuda      # the same, trained on a GPU
 
 ``--data synthetic`` checks that the defaults are not tuned to MovieLens: ``recsys.synthetic``'s
 walks (next item 1-3 steps along a ring of ``--synthetic-items`` items, 10% random jumps, 2%
@@ -96,13 +97,18 @@ def metrics_of(scores: np.ndarray, split: Split, n_items: int, k: int) -> dict[s
 
 
 def run_model(
-    split: Split, n_items: int, k: int, model_cfg: ModelConfig, train_cfg: TrainConfig
+    split: Split,
+    n_items: int,
+    k: int,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    device: str = "cpu",
 ) -> tuple[dict[str, float], TrainResult]:
-    """Train SASRec with the given configs, then score the test contexts."""
+    """Train SASRec with the given configs on ``device``, then score the test contexts (CPU)."""
     from recsys.model import build_model, score_contexts
     from recsys.train import train
 
-    result = train(split, n_items, model_cfg, train_cfg)
+    result = train(split, n_items, model_cfg, train_cfg, device=device)
     model = build_model(result.checkpoint)
     scores = score_contexts(model, split.test_context, n_items)
     return metrics_of(scores, split, n_items, k), result
@@ -175,6 +181,7 @@ def main() -> None:
         "--ema-halflife", type=float, default=TrainConfig().ema_halflife_epochs,
         help="weight averaging half-life in epochs (0: off)",
     )  # fmt: skip
+    parser.add_argument("--device", default="cpu", help="where SASRec trains: cpu, cuda...")
     parser.add_argument("--no-mlflow", action="store_true", help="print only, log nothing")
     args = parser.parse_args()
 
@@ -202,7 +209,8 @@ def main() -> None:
         f"{title}: {len(seqs)} users, {n_items} items, {sum(map(len, seqs))} events, "
         f"{len(split.test_target)} test users{ties}"
     )
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} threads, device {device_name(args)}")
     header = "".join(m.format(k=args.k).rjust(16) for m in METRICS)
     print(f"{'model':<12}{header}{'wall s':>10}")
     rows: list[dict[str, Any]] = []
@@ -220,7 +228,7 @@ def main() -> None:
         runs = []
         for seed in range(args.seeds):
             cfg = dataclasses.replace(train_cfg, seed=seed)
-            metrics, result = run_model(split, n_items, args.k, model_cfg, cfg)
+            metrics, result = run_model(split, n_items, args.k, model_cfg, cfg, args.device)
             runs.append(metrics)
             cost.append(training_cost(seed, result))
             curves[f"sasrec_seed{seed}"] = result.history
@@ -231,6 +239,15 @@ def main() -> None:
     if not args.no_mlflow:
         run_id = log_results(args, model_cfg, train_cfg, rows, cost, curves)
         print(f"logged to MLflow experiment bench-quality, run {run_id}")
+
+
+def device_name(args: argparse.Namespace) -> str:
+    """``--device``, with the GPU's name when it is one."""
+    import torch
+
+    if args.device.startswith("cuda"):
+        return f"{args.device} ({torch.cuda.get_device_name(args.device)})"
+    return args.device
 
 
 def log_results(
@@ -248,7 +265,8 @@ def log_results(
     params = {
         "k": args.k, "data": args.data, "ties": args.ties, "model": args.model,
         "seeds": args.seeds,
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu",
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "device": device_name(args),
         **{f"model.{f}": v for f, v in dataclasses.asdict(model_cfg).items()},
         **{f"train.{f}": v for f, v in dataclasses.asdict(train_cfg).items()},
     }  # fmt: skip
