@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/incremental.py                      # last 7 days, shipped configs
     .venv/bin/python bench/incremental.py --days 2 --epochs 5  # smoke run, a few minutes
+    .venv/bin/python bench/incremental.py --days 28 --no-daily-full  # 4 weeks of (b) vs (c)
 
 The ratings are replayed in time order, one interval per UTC day. Each of the last ``--days``
 days that has events is predicted event by event (next item, HR@k / NDCG@k, full ranking with seen
@@ -10,17 +11,20 @@ the same day; ``recsys.evaluate.next_interval_split``) by four strategies, all t
 events before the day:
 
     (a) full      a full retrain every day on everything before the day
-    (b) finetune  the first day's full retrain, then every day a fine-tune warm-started from the
-                  previous model (``TrainConfig.finetune()``) on the users active since the last
-                  update, mixed with a replay of the other users (``mix_replay``)
-    (c) frozen    the first day's full retrain only
+    (b) finetune  a full retrain every ``--retrain-every`` days (7: weekly, starting with the
+                  first day), and on the days between a fine-tune warm-started from the previous
+                  model (``TrainConfig.finetune()``) on the users active since the last update,
+                  mixed with a replay of the other users (``mix_replay``)
+    (c) frozen    the same periodic full retrains only
     (d) popular   counts of all events before the day
 
 Full retrains use ``leave_last_out(sequences, min_events=3)`` as the pipeline does (the last item
 of each user is held out, the one before it selects the checkpoint). Items are numbered by first
 appearance over the whole data set, so a model trained before day d knows exactly the items
-``1..n(d)`` seen before d; items first seen on day d score ``-inf`` for every strategy. The first
-full retrain is shared by (a), (b) and (c) and trained once; "update s" excludes it.
+``1..n(d)`` seen before d; items first seen on day d score ``-inf`` for every strategy. The
+periodic full retrains are shared by (a), (b) and (c) and trained once; "update s" excludes them.
+``--no-daily-full`` leaves (a) out (its daily retrains are most of the cost), so that several
+weeks of (b) against (c) take minutes rather than an hour.
 "(b) clearly beats (c)" is judged by the per-event NDCG@k difference: a paired bootstrap over users
 (their events are not independent) gives one-sided 95% bounds, and "better" means the lower bound
 is above 0. Logged to the MLflow experiment ``bench-incremental`` unless ``--no-mlflow``.
@@ -61,8 +65,8 @@ DAY = 86_400  # seconds in a UTC day
 BOOT = 2000  # bootstrap resamples of the users for the confidence bounds
 STRATEGIES = {
     "full": "(a) full retrain daily",
-    "finetune": "(b) fine-tune daily",
-    "frozen": "(c) first-day model",
+    "finetune": "(b) retrain + fine-tunes",
+    "frozen": "(c) retrain only",
     "popular": "(d) popularity",
 }
 
@@ -109,7 +113,8 @@ def popular_ranks(cases: NextIntervalSplit, n_known: int, n_total: int) -> np.nd
 
 @dataclasses.dataclass
 class Replay:
-    """What the replay produced: per-day rows, pooled ranks, seconds and training histories."""
+    """What the replay produced: per-day rows, pooled ranks, seconds and training histories.
+    ``ranks`` holds the strategies that ran (without daily retrains, (a) is left out)."""
 
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     ranks: dict[str, list[np.ndarray]] = dataclasses.field(
@@ -119,7 +124,7 @@ class Replay:
         default_factory=lambda: dict.fromkeys(STRATEGIES, 0.0)
     )
     users: list[list[int]] = dataclasses.field(default_factory=list)  # each case's user, by day
-    shared_seconds: float = 0.0  # the first full retrain, counted in (a), (b) and (c)
+    shared_seconds: float = 0.0  # the periodic full retrains, counted in (a), (b) and (c)
     curves: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
     n_repeats: int = 0
 
@@ -152,12 +157,12 @@ def day_row(
     n_known: int,
     n_active: int,
     ranks: dict[str, np.ndarray],
-    full: TrainResult,
+    full: TrainResult | None,
     ft: TrainResult | None,
     n_seqs: int,
     k: int,
 ) -> dict[str, Any]:
-    """One row of the per-day table."""
+    """One row of the per-day table (``full``: the day's full retrain, None if none ran)."""
     row: dict[str, Any] = {
         "day": date,
         "events": len(cases.targets),
@@ -165,11 +170,11 @@ def day_row(
         "known_items": n_known,
         "active_users": n_active,
     }
-    row |= {f"ndcg_{s}": ndcg_at_k(ranks[s], k) for s in STRATEGIES}
-    row |= {f"hr_{s}": hit_rate_at_k(ranks[s], k) for s in STRATEGIES}
+    row |= {f"ndcg_{s}": ndcg_at_k(r, k) for s, r in ranks.items()}
+    row |= {f"hr_{s}": hit_rate_at_k(r, k) for s, r in ranks.items()}
     return row | {
-        "full_s": full.seconds,
-        "full_epochs": len(full.losses),
+        "full_s": full.seconds if full else 0.0,
+        "full_epochs": len(full.losses) if full else 0,
         "finetune_s": ft.seconds if ft else 0.0,
         "finetune_epochs": len(ft.losses) if ft else 0,
         "finetune_seqs": n_seqs,
@@ -185,14 +190,23 @@ def replay(
     ft_cfg: TrainConfig,
     k: int,
     min_events: int,
+    retrain_every: int = 7,
+    daily_full: bool = True,
 ) -> Replay:
-    """Replay the last ``days`` UTC days (those with events), training and scoring each day."""
+    """Replay the last ``days`` UTC days (those with events), training and scoring each day.
+
+    Every ``retrain_every``-th day (the first included) all three models take that day's full
+    retrain; (b) fine-tunes from it on the days between, (c) keeps it. Without ``daily_full``
+    only those periodic retrains run and (a) is left out.
+    """
     n_total = len(first_seen)
     event_days = sorted({t // DAY for h in histories for _, t in h})
     window = [d for d in event_days if d > event_days[-1] - days]
     out = Replay()
-    first: Checkpoint | None = None  # the first day's full retrain
-    tuned: Checkpoint | None = None  # the latest fine-tune (or the first retrain)
+    if not daily_full:
+        del out.ranks["full"]
+    first: Checkpoint | None = None  # the latest periodic full retrain
+    tuned: Checkpoint | None = None  # the latest fine-tune (or periodic retrain)
     prev_start = 0
     for step, day in enumerate(window):
         start = day * DAY
@@ -200,16 +214,21 @@ def replay(
         cases = next_interval_split(histories, start, start + DAY)
         out.n_repeats += cases.n_repeats
         n_known = bisect_left(first_seen, start)  # items rated before the day
-        full = train(leave_last_out(cases.train, min_events), n_known, model_cfg, full_cfg)
-        out.curves[f"full_{date}"] = full.history
-        out.seconds["full"] += full.seconds
+        retrain = step % retrain_every == 0
+        full = None
+        if retrain or daily_full:
+            full = train(leave_last_out(cases.train, min_events), n_known, model_cfg, full_cfg)
+            out.curves[f"full_{date}"] = full.history
+            out.seconds["full"] += full.seconds
         ft, n_seqs, active = None, 0, set()
-        if first is None:
+        if retrain:
+            assert full is not None
             first = tuned = full.checkpoint
-            out.shared_seconds = full.seconds
+            out.shared_seconds += full.seconds
             out.seconds["finetune"] += full.seconds
             out.seconds["frozen"] += full.seconds
         else:
+            assert first is not None and tuned is not None
             active = active_users(histories, prev_start, start)  # since the last update
             seed = ft_cfg.seed + step
             ft, n_seqs = fine_tune(
@@ -219,20 +238,21 @@ def replay(
                 tuned = ft.checkpoint
                 out.seconds["finetune"] += ft.seconds
                 out.curves[f"finetune_{date}"] = ft.history
-        ranks = {"full": model_ranks(full.checkpoint, cases, n_total)}
-        ranks["finetune"] = ranks["full"] if step == 0 else model_ranks(tuned, cases, n_total)
-        ranks["frozen"] = ranks["full"] if step == 0 else model_ranks(first, cases, n_total)
+        ranks = {"full": model_ranks(full.checkpoint, cases, n_total)} if full else {}
+        ranks["finetune"] = ranks["full"] if retrain else model_ranks(tuned, cases, n_total)
+        ranks["frozen"] = ranks["full"] if retrain else model_ranks(first, cases, n_total)
         ranks["popular"] = popular_ranks(cases, n_known, n_total)
-        for s in STRATEGIES:
-            out.ranks[s].append(ranks[s])
+        ranks = {s: ranks[s] for s in out.ranks}  # (a) only when it ran every day
+        for s, r in ranks.items():
+            out.ranks[s].append(r)
         out.users.append(cases.users)
         row = day_row(date, cases, n_known, len(active), ranks, full, ft, n_seqs, k)
         out.rows.append(row)
         print(
-            f"  {date}: {row['events']} events, full retrain {full.seconds:.1f}s "
+            f"  {date}: {row['events']} events, full retrain {row['full_s']:.1f}s "
             f"({row['full_epochs']} epochs), fine-tune {row['finetune_s']:.1f}s "
-            f"({row['finetune_epochs']} epochs), NDCG@{k} full {row['ndcg_full']:.4f} "
-            f"finetune {row['ndcg_finetune']:.4f}",
+            f"({row['finetune_epochs']} epochs), NDCG@{k} full {row.get('ndcg_full', np.nan):.4f} "
+            f"finetune {row['ndcg_finetune']:.4f} frozen {row['ndcg_frozen']:.4f}",
             flush=True,
         )
         prev_start = start
@@ -240,9 +260,11 @@ def replay(
 
 
 def summarise(result: Replay, k: int) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """One row per strategy (pooled over all events of the window) and the headline ratios."""
+    """One row per strategy that ran (pooled over all events of the window) and the headline
+    ratios (NaN where (a) did not run)."""
     rows = []
-    for s, label in STRATEGIES.items():
+    for s in result.ranks:
+        label = STRATEGIES[s]
         ranks = np.concatenate(result.ranks[s])
         seconds = result.seconds[s]
         update = seconds - result.shared_seconds if s != "popular" else 0.0
@@ -255,7 +277,9 @@ def summarise(result: Replay, k: int) -> tuple[list[dict[str, Any]], dict[str, f
                 "update_s": max(update, 0.0),
             }
         )
-    by = {s: row for s, row in zip(STRATEGIES, rows, strict=True)}
+    by = {s: row for s, row in zip(result.ranks, rows, strict=True)}
+    nan = {"strategy": "", f"ndcg_at_{k}": np.nan, "train_s": np.nan, "update_s": np.nan}
+    by.setdefault("full", nan)
     ndcg = f"ndcg_at_{k}"
     ratios = {
         "ndcg_ratio_finetune_vs_full": by["finetune"][ndcg] / by["full"][ndcg],
@@ -270,8 +294,8 @@ def summarise(result: Replay, k: int) -> tuple[list[dict[str, Any]], dict[str, f
     # Is (b) better than (c), or than (a)? Per-event NDCG differences, with one-sided 95% bounds
     # from a paired bootstrap that resamples users (a user's events are not independent).
     users = np.concatenate(result.users)
-    per_event = {s: ndcg_per_user(np.concatenate(result.ranks[s]), k) for s in STRATEGIES}
-    for other in ("frozen", "full"):
+    per_event = {s: ndcg_per_user(np.concatenate(r), k) for s, r in result.ranks.items()}
+    for other in [s for s in ("frozen", "full") if s in per_event]:
         mean, low, high = paired_bootstrap(
             per_event["finetune"], per_event[other], BOOT, 0.95, seed=0, groups=users
         )
@@ -300,6 +324,8 @@ def print_tables(
     )
     for other, label in (("frozen", "(b)-(c)"), ("full", "(b)-(a)")):
         gain = f"ndcg_gain_finetune_vs_{other}"
+        if gain not in ratios:
+            continue
         low, high = ratios[f"{gain}_low"], ratios[f"{gain}_high"]
         verdict = "better" if low > 0 else "worse" if high < 0 else "not clearly different"
         print(
@@ -307,6 +333,7 @@ def print_tables(
             f"{high:+.4f}] (paired bootstrap over users): {verdict}"
         )
     names = {"full": "full", "finetune": "ft", "frozen": "frozen", "popular": "pop"}
+    names = {s: n for s, n in names.items() if f"ndcg_{s}" in days[0]}
     head = "".join(f"{'ndcg ' + n:>12}" for n in names.values())
     head += "".join(f"{'hr ' + n:>10}" for n in names.values())
     head = f"{'day':<12}{'events':>7}{'new it':>7}{'active':>7}{head}"
@@ -324,6 +351,12 @@ def main() -> None:
     defaults_m, defaults_t, defaults_f = ModelConfig(), TrainConfig(), TrainConfig.finetune()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=7, help="last UTC days to replay")
+    parser.add_argument(
+        "--retrain-every", type=int, default=7, help="days between full retrains of (b) and (c)"
+    )
+    parser.add_argument(
+        "--no-daily-full", action="store_true", help="leave out (a): only periodic retrains"
+    )
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=defaults_t.seed)
     parser.add_argument("--max-len", type=int, default=defaults_m.max_len)
@@ -332,8 +365,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "recsys-bench")
     parser.add_argument("--no-mlflow", action="store_true", help="print only, log nothing")
     args = parser.parse_args()
-    if args.days < 1:
-        parser.error("--days must be >= 1")
+    if args.days < 1 or args.retrain_every < 1:
+        parser.error("--days and --retrain-every must be >= 1")
 
     model_cfg = dataclasses.replace(defaults_m, max_len=args.max_len)
     full_cfg = dataclasses.replace(defaults_t, epochs=args.epochs, seed=args.seed)
@@ -349,8 +382,9 @@ def main() -> None:
     )
     t0 = time.perf_counter()
     result = replay(
-        histories, first_seen, args.days, model_cfg, full_cfg, ft_cfg, args.k, min_events
-    )
+        histories, first_seen, args.days, model_cfg, full_cfg, ft_cfg, args.k, min_events,
+        args.retrain_every, not args.no_daily_full,
+    )  # fmt: skip
     summary, ratios = summarise(result, args.k)
     print_tables(summary, ratios, result.rows, args.k)
     print(f"\nrepeat events dropped: {result.n_repeats}; wall {time.perf_counter() - t0:.0f}s")
@@ -360,13 +394,14 @@ def main() -> None:
 
     params = {
         "days": args.days, "k": args.k, "min_events": min_events,
+        "retrain_every": args.retrain_every, "daily_full": not args.no_daily_full,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu",
         **{f"model.{f}": v for f, v in dataclasses.asdict(model_cfg).items()},
         **{f"full.{f}": v for f, v in dataclasses.asdict(full_cfg).items()},
         **{f"finetune.{f}": v for f, v in dataclasses.asdict(ft_cfg).items()},
     }  # fmt: skip
     metrics = dict(ratios)
-    for s, row in zip(STRATEGIES, summary, strict=True):
+    for s, row in zip(result.ranks, summary, strict=True):
         metrics |= {f"{s}.{key}": v for key, v in row.items() if key != "strategy"}
     run_id = log_benchmark(
         "incremental", params, metrics, {"summary": summary, "per_day": result.rows}, result.curves
