@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,8 @@ ENV_LAKE = "RECSYS_LAKE_ROOT"
 ENV_TRACKING = "MLFLOW_TRACKING_URI"
 ENV_ARTIFACTS = "RECSYS_ARTIFACT_ROOT"
 ENV_REGISTERED_MODEL = "RECSYS_REGISTERED_MODEL"
+ENV_TRAIN_DEVICE = "RECSYS_TRAIN_DEVICE"
+_DEVICE = re.compile(r"cpu|auto|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,14 @@ class Settings:
     artifact_root: str | None  # None: the tracking server's own (``mlflow server``'s proxy)
     registered_model: str = REGISTERED_MODEL
     experiment: str = EXPERIMENT
+    # Where the pipeline trains: "cpu", "cuda", "cuda:N", or "auto" (a GPU when torch sees one).
+    train_device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not _DEVICE.fullmatch(self.train_device):
+            raise ValueError(
+                f"{ENV_TRAIN_DEVICE}={self.train_device!r}: expected cpu, cuda, cuda:N or auto"
+            )
 
     def as_env(self) -> dict[str, str]:
         """The environment variables that make ``from_env`` rebuild these settings in a child
@@ -59,6 +70,7 @@ class Settings:
             ENV_LAKE: str(self.lake_root),
             ENV_TRACKING: self.tracking_uri,
             ENV_REGISTERED_MODEL: self.registered_model,
+            ENV_TRAIN_DEVICE: self.train_device,
         }
         if self.artifact_root is not None:
             env[ENV_ARTIFACTS] = self.artifact_root
@@ -79,6 +91,7 @@ class Settings:
             tracking_uri=tracking,
             artifact_root=env.get(ENV_ARTIFACTS) or (local_artifacts and local_artifacts.as_uri()),
             registered_model=env.get(ENV_REGISTERED_MODEL) or REGISTERED_MODEL,
+            train_device=env.get(ENV_TRAIN_DEVICE) or "cpu",
         )
 
 

@@ -161,7 +161,10 @@ def train(
         split = splits.train
     state_path = training_state_path(settings, mode, fs.manifest.get("version", ""), parent)
     started = time.time()
-    result = T.train(split, fs.n_items, cfg.model, train_cfg, init=init, state_path=state_path)
+    device = T.resolve_device(settings.train_device)
+    result = T.train(
+        split, fs.n_items, cfg.model, train_cfg, init=init, state_path=state_path, device=device
+    )
     resumed = result.resumed_after_epoch
     if resumed:
         log.info("resumed an earlier attempt's training after epoch %d (%s)", resumed, state_path)
@@ -185,6 +188,7 @@ def train(
         "data.interval_end": fs.manifest["interval"]["end"],
         "data.n_train_sequences": len(split.train),
         "train.resumed_from_epoch": resumed,  # 0: trained from its first epoch in this attempt
+        "train.device": str(device),
         **(
             {}
             if splits is None

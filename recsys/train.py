@@ -626,6 +626,20 @@ def _check(st: _State, model: SASRec, opt: torch.optim.Optimizer, split: Split, 
         st.bad_checks += 1
 
 
+def resolve_device(name: str) -> torch.device:
+    """The torch device for a ``Settings.train_device`` name: "auto" is the first GPU when torch
+    sees one, else the CPU. Asking for a GPU that torch does not see is an error, not a silent
+    fall-back to a training 20 times slower."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise RuntimeError(f"training device {name!r} asked for, but torch sees {count} GPUs")
+    return device
+
+
 def train(
     split: Split,
     n_items: int,

@@ -144,3 +144,19 @@ def test_shadow_comparison_replays_the_champions_recent_requests(home, tmp_path)
     assert 0 <= shadow["shadow.challenger.ndcg_at_10"] <= 1
     assert "## Shadow comparison" in reg.version(other).description
     assert float(reg.version(other).tags["promotion.shadow.overlap_at_10"]) == pytest.approx(0.5)
+
+
+def test_training_names_its_device_and_refuses_a_gpu_torch_cannot_see(home):
+    import dataclasses
+
+    import torch
+
+    client = mlflow.MlflowClient(home.tracking_uri)
+    trained = pipeline.train(home, "full", WEAK)
+    assert client.get_run(trained["run_id"]).data.params["train.device"] == "cpu"
+    experiment = client.get_experiment_by_name(home.experiment).experiment_id
+    before = len(client.search_runs([experiment]))
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU: cuda:0 on a CPU
+    with pytest.raises(RuntimeError, match=f"'{missing}' asked for, but torch sees"):
+        pipeline.train(dataclasses.replace(home, train_device=missing), "full", WEAK)
+    assert len(client.search_runs([experiment])) == before  # no half-made run is left behind

@@ -66,3 +66,15 @@ def test_an_unknown_event_loop_is_refused():
 def test_config_flattens_for_mlflow_params():
     flat = to_dict(PipelineConfig())
     assert flat["model.max_len"] == 200 and flat["finetune.mode"] == "incremental"
+
+
+def test_the_training_device_is_read_checked_and_passed_on(tmp_path):
+    home = {"RECSYS_HOME": str(tmp_path)}
+    assert Settings.from_env(home).train_device == "cpu"
+    for name in ("auto", "cuda", "cuda:1", "cpu"):
+        s = Settings.from_env({**home, "RECSYS_TRAIN_DEVICE": name})
+        assert s.train_device == name
+        assert Settings.from_env(s.as_env()) == s
+    for bad in ("gpu", "cuda:", "CUDA", "cuda:x", "mps"):
+        with pytest.raises(ValueError, match=f"RECSYS_TRAIN_DEVICE='{bad}'"):
+            Settings.from_env({**home, "RECSYS_TRAIN_DEVICE": bad})

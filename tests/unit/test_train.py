@@ -328,3 +328,13 @@ def test_compiled_training_learns(split):
     model = build_model(got.checkpoint)  # the plain model: compiling changes no weight name
     ndcg = evaluate_model(model, split, N_ITEMS, k=10, on="test")["ndcg_at_10"]
     assert ndcg > evaluate_popularity(split, N_ITEMS, k=10, on="test")["ndcg_at_10"] + 0.1
+
+
+def test_resolve_device_takes_a_gpu_only_when_torch_sees_one():
+    from recsys.train import resolve_device
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if gpus else "cpu")
+    with pytest.raises(RuntimeError, match=f"torch sees {gpus} GPUs"):
+        resolve_device(f"cuda:{gpus}")
