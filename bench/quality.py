@@ -187,6 +187,9 @@ def main() -> None:
 
     import torch
 
+    from recsys.train import resolve_device
+
+    resolve_device(args.device)  # a GPU torch does not see: fail now, not after the baselines
     model_cfg = ModelConfig(max_len=args.max_len)
     train_cfg = TrainConfig(
         epochs=args.epochs,

@@ -133,7 +133,9 @@ def main() -> None:
 
     import torch
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from recsys.train import resolve_device
+
+    device = str(resolve_device(args.device or "auto"))
     if args.data == "long":
         seqs, n_items = long_sequences(args.long_users, args.long_items)
     else:
