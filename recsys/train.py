@@ -279,8 +279,9 @@ def dense_loss_sum(
     """Summed full-softmax cross-entropy of every kept position, as a 0-dim tensor.
 
     The GPU form of the loss: one ``(B * T, V)`` logits product over all positions, padding
-    included, and no boolean indexing, so a training step never waits for the host. ``hidden``
-    ``(B, T, D)``, ``weight`` ``(V, D)``, ``targets`` and ``keep`` ``(B, T)``.
+    included, and no boolean indexing, so the host never waits for the device to learn how many
+    targets a batch holds. ``hidden`` ``(B, T, D)``, ``weight`` ``(V, D)``, ``targets`` and
+    ``keep`` ``(B, T)``.
     """
     logits = hidden.flatten(0, 1) @ weight.T  # (B * T, V)
     ignored = targets.masked_fill(~keep, -100).flatten()  # (B * T,)
