@@ -11,10 +11,11 @@ the same day; ``recsys.evaluate.next_interval_split``) by four strategies, all t
 events before the day:
 
     (a) full      a full retrain every day on everything before the day
-    (b) finetune  a full retrain every ``--retrain-every`` days (7: weekly, starting with the
-                  first day), and on the days between a fine-tune warm-started from the previous
-                  model (``TrainConfig.finetune()``) on the users active since the last update,
-                  mixed with a replay of the other users (``mix_replay``)
+    (b) finetune  a full retrain every ``--retrain-every`` replayed days (7: weekly, starting
+                  with the first; days without events are not replayed), and on the days between
+                  a fine-tune warm-started from the previous model (``TrainConfig.finetune()``)
+                  on the users active since the last update, mixed with a replay of the other
+                  users (``mix_replay``)
     (c) frozen    the same periodic full retrains only
     (d) popular   counts of all events before the day
 
