@@ -30,6 +30,15 @@ def absolute_uri(uri: str) -> str:
     return uri
 
 
+def device_label(device: str) -> str:
+    """``device`` as a benchmark reports it: a GPU with its name, ``cuda (NVIDIA H200)``."""
+    if not device.startswith("cuda"):
+        return device
+    import torch
+
+    return f"{device} ({torch.cuda.get_device_name(device)})"
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """A markdown table of ``rows`` (columns: the keys of all rows, first seen first)."""
     columns: list[str] = []

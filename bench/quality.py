@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from common import device_label
 
 from recsys import schema as S
 from recsys.baselines import FITTERS
@@ -213,7 +214,7 @@ def main() -> None:
         f"{len(split.test_target)} test users{ties}"
     )
     threads = torch.get_num_threads()
-    print(f"torch {torch.__version__}, {threads} threads, device {device_name(args)}")
+    print(f"torch {torch.__version__}, {threads} threads, device {device_label(args.device)}")
     header = "".join(m.format(k=args.k).rjust(16) for m in METRICS)
     print(f"{'model':<12}{header}{'wall s':>10}")
     rows: list[dict[str, Any]] = []
@@ -244,15 +245,6 @@ def main() -> None:
         print(f"logged to MLflow experiment bench-quality, run {run_id}")
 
 
-def device_name(args: argparse.Namespace) -> str:
-    """``--device``, with the GPU's name when it is one."""
-    import torch
-
-    if args.device.startswith("cuda"):
-        return f"{args.device} ({torch.cuda.get_device_name(args.device)})"
-    return args.device
-
-
 def log_results(
     args: argparse.Namespace,
     model_cfg: ModelConfig,
@@ -269,7 +261,7 @@ def log_results(
         "k": args.k, "data": args.data, "ties": args.ties, "model": args.model,
         "seeds": args.seeds,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "device": device_name(args),
+        "device": device_label(args.device),
         **{f"model.{f}": v for f, v in dataclasses.asdict(model_cfg).items()},
         **{f"train.{f}": v for f, v in dataclasses.asdict(train_cfg).items()},
     }  # fmt: skip

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import device_label
 
 from recsys.config import ModelConfig, TrainConfig
 from recsys.evaluate import Split, leave_last_out
@@ -144,7 +145,7 @@ def main() -> None:
         seqs, n_items = ml100k_sequences(args.cache)
     split = leave_last_out(seqs, min_events=3)
     model_cfg = ModelConfig(max_len=args.max_len)
-    where = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
+    where = device_label(device)
     print(
         f"{args.data}: {len(seqs)} users, {n_items} items, {sum(map(len, seqs))} events; "
         f"max_len {args.max_len}, d_model {model_cfg.d_model}, {model_cfg.n_layers} layers, "
