@@ -182,6 +182,10 @@ def main() -> None:
         "--ema-halflife", type=float, default=TrainConfig().ema_halflife_epochs,
         help="weight averaging half-life in epochs (0: off)",
     )  # fmt: skip
+    parser.add_argument(
+        "--mask-seen", action=argparse.BooleanOptionalAction, default=TrainConfig().mask_seen,
+        help="leave each position's seen items out of the training softmax",
+    )  # fmt: skip
     parser.add_argument("--device", default="cpu", help="where SASRec trains: cpu, cuda...")
     parser.add_argument("--no-mlflow", action="store_true", help="print only, log nothing")
     args = parser.parse_args()
@@ -201,6 +205,7 @@ def main() -> None:
         lr=args.lr,
         warmup_epochs=args.warmup_epochs,
         ema_halflife_epochs=args.ema_halflife,
+        mask_seen=args.mask_seen,
     )
     if args.data == "synthetic":
         seqs, n_items = synthetic_sequences(args.synthetic_events, args.synthetic_items)

@@ -137,7 +137,11 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        seen: torch.Tensor | None = None,
     ) -> torch.Tensor:
         grad_hidden = torch.empty_like(hidden)  # (M, D)
         grad_weight = torch.zeros_like(weight)  # (V, D)
@@ -145,7 +149,10 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
         for start in range(0, len(hidden), CE_CHUNK):
             h = hidden[start : start + CE_CHUNK]  # (C, D)
             y = targets[start : start + CE_CHUNK]  # (C,)
-            logp = torch.log_softmax(h @ weight.T, dim=1)  # (C, V)
+            logits = h @ weight.T  # (C, V)
+            if seen is not None:
+                logits.scatter_(1, seen[start : start + CE_CHUNK], float("-inf"))
+            logp = torch.log_softmax(logits, dim=1)  # (C, V)
             total -= logp.gather(1, y[:, None]).sum()
             probs = logp.exp_()  # (C, V), in place: d loss / d logits = probs - onehot
             probs[torch.arange(len(y)), y] -= 1.0
@@ -157,10 +164,10 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: Any, grad_out: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, None]:
+    ) -> tuple[torch.Tensor, torch.Tensor, None, None]:
         grad_hidden, grad_weight = ctx.saved_tensors
         scale = grad_out / len(grad_hidden)
-        return grad_hidden * scale, grad_weight * scale, None
+        return grad_hidden * scale, grad_weight * scale, None, None
 
 
 def _make_optimizer(model: SASRec, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -265,16 +272,34 @@ def sampled_softmax_loss(
     return torch.nn.functional.cross_entropy(logits, targets.new_zeros(len(targets)))
 
 
+def seen_items(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Items each position has already seen, as a ``(B, T, T)`` index: row ``t`` holds
+    ``inputs[:, :t + 1]`` and 0 (padding) after it. A position's own target is never among them,
+    so a repeat stays predictable. ``inputs`` and ``targets`` ``(B, T)``."""
+    t = inputs.shape[1]
+    before = torch.ones(t, t, dtype=torch.bool, device=inputs.device).tril()  # (T, T)
+    seen = inputs[:, None, :] * before  # (B, T, T)
+    return seen.masked_fill(seen == targets[:, :, None], 0)
+
+
 def _loss(
-    model: SASRec, hidden: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig
+    model: SASRec,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    cfg: TrainConfig,
+    seen: torch.Tensor | None = None,
 ) -> torch.Tensor:
     if cfg.loss == "sampled":
         return sampled_softmax_loss(hidden, model.item_emb.weight, targets, cfg.n_negatives)
-    return SoftmaxCrossEntropy.apply(hidden, model.item_emb.weight, targets)
+    return SoftmaxCrossEntropy.apply(hidden, model.item_emb.weight, targets, seen)
 
 
 def dense_loss_sum(
-    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    keep: torch.Tensor,
+    seen: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Summed full-softmax cross-entropy of every kept position, as a 0-dim tensor.
 
@@ -284,6 +309,8 @@ def dense_loss_sum(
     ``keep`` ``(B, T)``.
     """
     logits = hidden.flatten(0, 1) @ weight.T  # (B * T, V)
+    if seen is not None:  # (B, T, S) items left out of each position's softmax
+        logits.scatter_(1, seen.flatten(0, 1), float("-inf"))
     ignored = targets.masked_fill(~keep, -100).flatten()  # (B * T,)
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32
     return torch.nn.functional.cross_entropy(logits, ignored, reduction="sum")
@@ -408,19 +435,20 @@ def _run_epoch(
             batch = batch.to(device, non_blocking=True)
         x, y = batch[:, :-1], batch[:, 1:]  # (B, W - 1) inputs and next-item targets
         sel = (x != 0) & (y != 0)  # predict only from a real item
+        seen = seen_items(x, y) if cfg.mask_seen else None  # (B, W - 1, W - 1)
         if cfg.item_dropout > 0:
             x = drop_items(x, cfg.item_dropout)
         opt.zero_grad(set_to_none=True)
         if dense:
             with autocast:
-                loss_sum = dense_loss_sum(net(x), model.item_emb.weight, y, sel)
+                loss_sum = dense_loss_sum(net(x), model.item_emb.weight, y, sel, seen)
             (loss_sum / targets_per_batch).backward()
             sums += torch.stack([loss_sum.detach().double(), sel.sum().double()])
         else:
             with autocast:
                 hidden = net(x)[sel]  # (M, D)
             hidden = hidden.to(torch.promote_types(hidden.dtype, torch.float32))  # bf16 -> fp32
-            loss = _loss(model, hidden, y[sel], cfg)
+            loss = _loss(model, hidden, y[sel], cfg, None if seen is None else seen[sel])
             n = int(sel.sum())
             (loss * (n / targets_per_batch)).backward()
             total_loss += float(loss.detach()) * n
@@ -677,6 +705,8 @@ def train(
         raise ValueError(f"need 0 <= item_dropout < 1 and ema_halflife_epochs >= 0: {train_cfg}")
     if train_cfg.precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16': {train_cfg}")
+    if train_cfg.mask_seen and train_cfg.loss != "full":
+        raise ValueError(f"mask_seen needs the full softmax (loss='full'): {train_cfg}")
     if train_cfg.mode == "incremental" and init is None:
         raise ValueError("mode='incremental' needs an init checkpoint to warm-start from")
     with torch.random.fork_rng(devices=[]):

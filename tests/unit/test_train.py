@@ -15,6 +15,7 @@ from recsys.train import (
     dense_loss_sum,
     drop_items,
     init_model,
+    seen_items,
     train,
 )
 
@@ -296,12 +297,65 @@ def test_dense_loss_sum_is_the_cross_entropy_of_the_kept_positions():
     assert float(got_grads[0][~keep].abs().max()) == 0.0  # ignored positions get no gradient
 
 
-def test_the_gpu_form_of_a_step_trains_like_the_cpu_one(split, monkeypatch):
+def test_seen_items_hold_each_positions_prefix_but_not_its_target():
+    inputs = torch.tensor([[0, 3, 5, 3]])
+    targets = torch.tensor([[3, 5, 3, 7]])
+    got = seen_items(inputs, targets)[0].tolist()
+    assert got == [
+        [0, 0, 0, 0],  # a padded position has seen nothing
+        [0, 3, 0, 0],
+        [0, 0, 5, 0],  # item 3 was seen, but it is this position's target: a repeat stays possible
+        [0, 3, 5, 3],
+    ]
+
+
+def _masked_cross_entropy(rows, weight, targets, seen):
+    logits = (rows @ weight.T).scatter(1, seen, float("-inf"))  # (M, V)
+    return torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+
+
+def test_both_losses_leave_the_seen_items_out_of_the_softmax(monkeypatch):
+    import recsys.train as T
+
+    monkeypatch.setattr(T, "CE_CHUNK", 4)  # several chunks, the last one short
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 5, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(12, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    inputs = torch.randint(0, 12, (3, 5), generator=gen)
+    targets = torch.randint(1, 12, (3, 5), generator=gen)
+    keep = inputs != 0
+    seen = seen_items(inputs, targets)  # (3, 5, 5)
+    want = _masked_cross_entropy(hidden[keep], weight, targets[keep], seen[keep])
+    rows = hidden[keep] @ weight.T  # (M, V)
+    plain = torch.nn.functional.cross_entropy(rows, targets[keep], reduction="sum")
+    assert want.item() < plain.item()  # the mask changed the loss
+    want_grads = torch.autograd.grad(want, [hidden, weight])
+    n = int(keep.sum())
+    chunked = T.SoftmaxCrossEntropy.apply(hidden[keep], weight, targets[keep], seen[keep]) * n
+    dense = dense_loss_sum(hidden, weight, targets, keep, seen)
+    for got in (chunked, dense):
+        torch.testing.assert_close(got, want)
+        for g, w in zip(torch.autograd.grad(got, [hidden, weight]), want_grads, strict=True):
+            torch.testing.assert_close(g, w)
+
+
+def test_mask_seen_takes_the_seen_items_out_of_the_training_loss(split):
+    cfg = dataclasses.replace(TRAIN, epochs=1, eval_every=1)
+    plain = train(split, N_ITEMS, MODEL, cfg)
+    masked = train(split, N_ITEMS, MODEL, dataclasses.replace(cfg, mask_seen=True))
+    # Each user's 15-30 items are up to half the 60-item catalogue: a much smaller softmax.
+    assert masked.losses[0] < plain.losses[0] - 0.1
+    with pytest.raises(ValueError, match="mask_seen"):
+        train(split, N_ITEMS, MODEL, dataclasses.replace(cfg, mask_seen=True, loss="sampled"))
+
+
+@pytest.mark.parametrize("mask_seen", [False, True], ids=["all-items", "mask-seen"])
+def test_the_gpu_form_of_a_step_trains_like_the_cpu_one(split, monkeypatch, mask_seen):
     """The GPU's step (data moved once, dense loss, one read-back per epoch) is the same
     training as the CPU's, up to float rounding; run here on the CPU."""
     import recsys.train as T
 
-    cfg = dataclasses.replace(TRAIN, epochs=4, eval_every=2)
+    cfg = dataclasses.replace(TRAIN, epochs=4, eval_every=2, mask_seen=mask_seen)
     cpu = train(split, N_ITEMS, MODEL, cfg)
     monkeypatch.setattr(T, "_dense_steps", lambda device, cfg: True)
     dense = train(split, N_ITEMS, MODEL, cfg)
