@@ -151,7 +151,7 @@ class TrainConfig:
     compile: bool = False
     # Leave the items each position has already seen (its own target excepted) out of its
     # softmax: serving and evaluation never recommend a seen item, so the model need not learn
-    # to rank them low. Full softmax only.
+    # to rank them low. With loss="sampled", no seen item is drawn as a negative.
     mask_seen: bool = False
 
     @classmethod

@@ -255,19 +255,27 @@ class _Hidden(torch.nn.Module):
 
 
 def sampled_softmax_loss(
-    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, n_negatives: int
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    n_negatives: int,
+    seen: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of each target against ``n_negatives`` uniformly drawn items.
 
     For catalogues too large for a full softmax: the negatives are shared by the whole batch
-    (one ``(M, n_negatives)`` matrix product), a negative equal to a row's target is masked out,
-    and with uniform sampling the logQ correction is a constant that cancels. Uses torch's
-    global RNG. ``hidden`` ``(M, D)``, ``weight`` ``(V, D)`` (row 0: padding), ``targets`` ``(M,)``.
+    (one ``(M, n_negatives)`` matrix product), a negative equal to a row's target or among its
+    ``seen`` items ``(M, S)`` is masked out, and with uniform sampling the logQ correction is a
+    constant that cancels. Uses torch's global RNG. ``hidden`` ``(M, D)``, ``weight`` ``(V, D)``
+    (row 0: padding), ``targets`` ``(M,)``.
     """
     negatives = torch.randint(1, weight.shape[0], (n_negatives,), device=hidden.device)  # (S,)
     pos = (hidden * weight[targets]).sum(dim=1, keepdim=True)  # (M, 1)
     neg = hidden @ weight[negatives].T  # (M, S)
-    neg = neg.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+    masked = negatives[None, :] == targets[:, None]  # (M, S)
+    if seen is not None:
+        masked |= _drawn_and_seen(negatives, seen, weight.shape[0])
+    neg = neg.masked_fill(masked, float("-inf"))
     logits = torch.cat([pos, neg], dim=1)  # (M, 1 + S), the target in column 0
     return torch.nn.functional.cross_entropy(logits, targets.new_zeros(len(targets)))
 
@@ -282,6 +290,19 @@ def seen_items(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return seen.masked_fill(seen == targets[:, :, None], 0)
 
 
+def _drawn_and_seen(negatives: torch.Tensor, seen: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """``(M, S)``: whether each drawn negative ``(S,)`` is among each row's ``seen`` items
+    ``(M, T)`` (0: none), without an ``(M, T, S)`` comparison: every item maps to one slot of
+    its draws, the rows mark the slots of their seen items, and each draw reads its slot."""
+    slot = torch.full((n_rows,), -1, dtype=torch.long, device=negatives.device)  # (V,)
+    draws = torch.arange(len(negatives), device=negatives.device)  # (S,)
+    slot[negatives] = draws  # an item drawn twice keeps one of its slots
+    hit = slot[seen]  # (M, T): the slot of each seen item, -1 if it was not drawn
+    marks = torch.zeros(len(seen), len(negatives) + 1, dtype=torch.bool, device=seen.device)
+    marks.scatter_(1, hit.masked_fill(hit < 0, len(negatives)), True)  # column S: not drawn
+    return marks[:, slot[negatives]]  # (M, S), the same answer for every copy of an item
+
+
 def _loss(
     model: SASRec,
     hidden: torch.Tensor,
@@ -290,7 +311,8 @@ def _loss(
     seen: torch.Tensor | None = None,
 ) -> torch.Tensor:
     if cfg.loss == "sampled":
-        return sampled_softmax_loss(hidden, model.item_emb.weight, targets, cfg.n_negatives)
+        weight = model.item_emb.weight
+        return sampled_softmax_loss(hidden, weight, targets, cfg.n_negatives, seen)
     return SoftmaxCrossEntropy.apply(hidden, model.item_emb.weight, targets, seen)
 
 
@@ -705,8 +727,6 @@ def train(
         raise ValueError(f"need 0 <= item_dropout < 1 and ema_halflife_epochs >= 0: {train_cfg}")
     if train_cfg.precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16': {train_cfg}")
-    if train_cfg.mask_seen and train_cfg.loss != "full":
-        raise ValueError(f"mask_seen needs the full softmax (loss='full'): {train_cfg}")
     if train_cfg.mode == "incremental" and init is None:
         raise ValueError("mode='incremental' needs an init checkpoint to warm-start from")
     with torch.random.fork_rng(devices=[]):

@@ -128,6 +128,25 @@ def test_sampled_softmax_matches_full_softmax_with_every_item_as_negative():
     assert none_drawn == pytest.approx(0.0, abs=1e-6)  # every negative is the target: masked
 
 
+def test_the_sampled_loss_leaves_seen_items_out_of_the_negatives():
+    gen = torch.Generator().manual_seed(0)
+    hidden, weight = torch.randn(6, 4, generator=gen), torch.randn(9, 4, generator=gen)  # 8 items
+    targets = torch.tensor([1, 2, 3, 4, 5, 6])
+    seen = torch.tensor([[0, 2, 3], [1, 3, 0], [0, 0, 0], [8, 7, 6], [1, 2, 3], [4, 5, 7]])
+    torch.manual_seed(1)
+    got = sampled_softmax_loss(hidden, weight, targets, 40, seen)
+    torch.manual_seed(1)
+    negatives = torch.randint(1, 9, (40,))  # the same draw: every item, most of them twice
+    drawn_seen = (seen[:, :, None] == negatives[None, None, :]).any(dim=1)  # (M, S)
+    masked = drawn_seen | (negatives[None, :] == targets[:, None])
+    pos = (hidden * weight[targets]).sum(dim=1, keepdim=True)
+    neg = (hidden @ weight[negatives].T).masked_fill(masked, float("-inf"))
+    want = torch.nn.functional.cross_entropy(torch.cat([pos, neg], 1), torch.zeros(6).long())
+    torch.testing.assert_close(got, want)
+    torch.manual_seed(1)
+    assert sampled_softmax_loss(hidden, weight, targets, 40).item() > want.item() + 0.1
+
+
 def test_sampled_softmax_training_learns(tmp_path):
     split = leave_last_out(walks(200, N_ITEMS, seed=1))
     cfg = dataclasses.replace(TRAIN, loss="sampled", n_negatives=16)
