@@ -265,7 +265,7 @@ def sampled_softmax_loss(
 
     For catalogues too large for a full softmax: the negatives are shared by the whole batch
     (one ``(M, n_negatives)`` matrix product), a negative equal to a row's target or among its
-    ``seen`` items ``(M, S)`` is masked out, and with uniform sampling the logQ correction is a
+    ``seen`` items ``(M, T)`` is masked out, and with uniform sampling the logQ correction is a
     constant that cancels. Uses torch's global RNG. ``hidden`` ``(M, D)``, ``weight`` ``(V, D)``
     (row 0: padding), ``targets`` ``(M,)``.
     """
@@ -331,7 +331,7 @@ def dense_loss_sum(
     ``keep`` ``(B, T)``.
     """
     logits = hidden.flatten(0, 1) @ weight.T  # (B * T, V)
-    if seen is not None:  # (B, T, S) items left out of each position's softmax
+    if seen is not None:  # (B, T, T) items left out of each position's softmax
         logits.scatter_(1, seen.flatten(0, 1), float("-inf"))
     ignored = targets.masked_fill(~keep, -100).flatten()  # (B * T,)
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32
