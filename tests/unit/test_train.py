@@ -199,7 +199,9 @@ def test_an_epoch_weighs_every_target_alike_whatever_its_batch(monkeypatch, dens
 
     x, y = data[:, :-1], data[:, 1:]
     sel = (x != 0) & (y != 0)
-    full = T.SoftmaxCrossEntropy.apply(model.hidden(x)[sel], model.item_emb.weight, y[sel])
+    seen = T.seen_items(x, y)[sel]  # cfg.mask_seen is on, as by default
+    assert cfg.mask_seen
+    full = T.SoftmaxCrossEntropy.apply(model.hidden(x)[sel], model.item_emb.weight, y[sel], seen)
     names = [n for n, _ in model.named_parameters()]
     grads = torch.autograd.grad(full, list(model.parameters()))
     expected = {n: -cfg.lr * 2 * g for n, g in zip(names, grads, strict=True)}  # 2 batches
