@@ -3,12 +3,14 @@
     .venv/bin/python bench/incremental.py                      # last 7 days, shipped configs
     .venv/bin/python bench/incremental.py --days 2 --epochs 5  # smoke run, a few minutes
     .venv/bin/python bench/incremental.py --days 28 --no-daily-full  # 4 weeks of (b) vs (c)
+    .venv/bin/python bench/incremental.py --end 1998-04-02     # the busiest week instead
 
 The ratings are replayed in time order, one interval per UTC day. Each of the last ``--days``
-days that has events is predicted event by event (next item, HR@k / NDCG@k, full ranking with seen
-items filtered, context = the user's whole history before the event, including earlier events of
-the same day; ``recsys.evaluate.next_interval_split``) by four strategies, all trained only on
-events before the day:
+days up to ``--end`` (by default the data's last day) that has events is predicted event by event
+(next item, HR@k / NDCG@k, full ranking with seen items filtered, context = the user's whole
+history before the event, including earlier events of the same day;
+``recsys.evaluate.next_interval_split``) by four strategies, all trained only on events before
+the day:
 
     (a) full      a full retrain every day on everything before the day
     (b) finetune  a full retrain every ``--retrain-every`` replayed days (7: weekly, starting
@@ -182,6 +184,20 @@ def day_row(
     }
 
 
+def replay_days(
+    histories: list[list[tuple[int, int]]], days: int, end_day: int | None = None
+) -> list[int]:
+    """The UTC days (days since the epoch) with events among the ``days`` days up to
+    ``end_day`` inclusive (the data's last day if None); ValueError if there are none."""
+    event_days = sorted({t // DAY for h in histories for _, t in h})
+    end = event_days[-1] if end_day is None else end_day
+    window = [d for d in event_days if end - days < d <= end]
+    if not window:
+        last = dt.date(1970, 1, 1) + dt.timedelta(days=end)
+        raise ValueError(f"no events in the {days} UTC days up to {last}")
+    return window
+
+
 def replay(
     histories: list[list[tuple[int, int]]],
     first_seen: list[int],
@@ -193,16 +209,17 @@ def replay(
     min_events: int,
     retrain_every: int = 7,
     daily_full: bool = True,
+    end_day: int | None = None,
 ) -> Replay:
-    """Replay the last ``days`` UTC days (those with events), training and scoring each day.
+    """Replay the ``days`` UTC days up to ``end_day`` (days since the epoch, inclusive; the
+    data's last day if None) that have events, training and scoring each day.
 
     Every ``retrain_every``-th day (the first included) all three models take that day's full
     retrain; (b) fine-tunes from it on the days between, (c) keeps it. Without ``daily_full``
     only those periodic retrains run and (a) is left out.
     """
     n_total = len(first_seen)
-    event_days = sorted({t // DAY for h in histories for _, t in h})
-    window = [d for d in event_days if d > event_days[-1] - days]
+    window = replay_days(histories, days, end_day)
     out = Replay()
     if not daily_full:
         del out.ranks["full"]
@@ -353,6 +370,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=7, help="last UTC days to replay")
     parser.add_argument(
+        "--end", type=dt.date.fromisoformat, help="last day replayed (default: the data's last)"
+    )
+    parser.add_argument(
         "--retrain-every", type=int, default=7, help="days between full retrains of (b) and (c)"
     )
     parser.add_argument(
@@ -374,9 +394,17 @@ def main() -> None:
     ft_cfg = dataclasses.replace(defaults_f, epochs=args.finetune_epochs, seed=args.seed)
     min_events = EvalConfig().min_events
     histories, first_seen = ml100k_histories(args.cache)
+    end_day = None
+    if args.end is not None:
+        end_day = (args.end - dt.date(1970, 1, 1)).days
+        try:
+            replay_days(histories, args.days, end_day)
+        except ValueError as err:
+            parser.error(str(err))
     print(
         f"MovieLens-100K: {len(histories)} users, {len(first_seen)} items, "
-        f"{sum(map(len, histories))} events; last {args.days} UTC days, k={args.k}\n"
+        f"{sum(map(len, histories))} events; {args.days} UTC days up to "
+        f"{args.end or 'the last'}, k={args.k}\n"
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu\n"
         f"model {model_cfg}\nfull {full_cfg}\nfinetune {ft_cfg}",
         flush=True,
@@ -384,7 +412,7 @@ def main() -> None:
     t0 = time.perf_counter()
     result = replay(
         histories, first_seen, args.days, model_cfg, full_cfg, ft_cfg, args.k, min_events,
-        args.retrain_every, not args.no_daily_full,
+        args.retrain_every, not args.no_daily_full, end_day,
     )  # fmt: skip
     summary, ratios = summarise(result, args.k)
     print_tables(summary, ratios, result.rows, args.k)
@@ -394,7 +422,8 @@ def main() -> None:
     from common import log_benchmark
 
     params = {
-        "days": args.days, "k": args.k, "min_events": min_events,
+        "days": args.days, "end": str(args.end or "last"), "k": args.k,
+        "min_events": min_events,
         "retrain_every": args.retrain_every, "daily_full": not args.no_daily_full,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu",
         **{f"model.{f}": v for f, v in dataclasses.asdict(model_cfg).items()},
