@@ -1,5 +1,10 @@
 """Shared fixtures. Airflow reads its configuration at import time, so its environment is set
-here, before any test module imports it: a throw-away AIRFLOW_HOME with a SQLite metadata DB."""
+here, before any test module imports it: a throw-away AIRFLOW_HOME with a SQLite metadata DB.
+
+Torch's thread count is set here too, for the same reason (torch reads it at import): the suite
+runs on two xdist workers, each starting Airflow tasks, trainings and servers as subprocesses, and
+torch's default of one OpenMP thread per core in every one of them oversubscribes a 2-core machine.
+One thread each changes no result the tests check, only how the cores are shared."""
 
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ os.environ.update(
     MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
     GIT_PYTHON_REFRESH="quiet",
 )
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # a user's own setting wins
 
 
 @pytest.fixture
