@@ -8,7 +8,9 @@ One thread each changes no result the tests check, only how the cores are shared
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 DAGS = REPO / "dags"
 
 _airflow_home = tempfile.mkdtemp(prefix="recsys-test-airflow-")
+atexit.register(shutil.rmtree, _airflow_home, ignore_errors=True)  # one per pytest process
 os.environ.update(
     AIRFLOW_HOME=_airflow_home,
     AIRFLOW__CORE__LOAD_EXAMPLES="False",
