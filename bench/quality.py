@@ -179,6 +179,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=TrainConfig().lr, help="peak learning rate")
     parser.add_argument("--warmup-epochs", type=float, default=TrainConfig().warmup_epochs)
     parser.add_argument(
+        "--schedule", choices=["constant", "cosine"], default=TrainConfig().schedule,
+        help="learning rate after warm-up: constant, or cosine decay to 0 at --epochs",
+    )  # fmt: skip
+    parser.add_argument(
         "--ema-halflife", type=float, default=TrainConfig().ema_halflife_epochs,
         help="weight averaging half-life in epochs (0: off)",
     )  # fmt: skip
@@ -204,6 +208,7 @@ def main() -> None:
         item_dropout=args.item_dropout,
         lr=args.lr,
         warmup_epochs=args.warmup_epochs,
+        schedule=args.schedule,
         ema_halflife_epochs=args.ema_halflife,
         mask_seen=args.mask_seen,
     )
