@@ -217,6 +217,11 @@ def score_contexts(
     """
     n_known = min(model.n_items, n_items)
     seqs = pad_left(contexts, model.cfg.max_len, model.n_items)  # (N, T)
+    lengths = (seqs != 0).sum(axis=1)  # (N,)
+    # Contexts of similar length are scored together, each batch cut to its longest context:
+    # positions are right-aligned and padding is never attended to, so the scores are the same
+    # as on full-width rows, without computing on the padding.
+    order = np.argsort(lengths, kind="stable")  # (N,)
     out = np.full((len(contexts), n_items + 1), -np.inf, dtype=np.float32)
     weight = model.item_emb.weight
     was_training = model.training
@@ -224,10 +229,12 @@ def score_contexts(
     try:
         with torch.no_grad():
             for start in range(0, len(seqs), batch_size):
-                batch = torch.from_numpy(seqs[start : start + batch_size]).to(weight.device)
+                rows = order[start : start + batch_size]  # (B,)
+                width = max(1, int(lengths[rows].max()))
+                batch = torch.from_numpy(seqs[rows, -width:]).to(weight.device)  # (B, W)
                 last = model.last_hidden(batch)  # (B, D)
                 logits = last @ weight[1 : n_known + 1].T  # (B, n_known)
-                out[start : start + len(batch), 1 : n_known + 1] = logits.float().cpu().numpy()
+                out[rows, 1 : n_known + 1] = logits.float().cpu().numpy()
     finally:
         model.train(was_training)
     return out

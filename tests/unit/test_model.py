@@ -130,6 +130,19 @@ def test_score_contexts_matches_forward_and_restores_mode(model):
     np.testing.assert_allclose(scores[0, 1:], logits[1:], rtol=1e-5, atol=1e-6)
 
 
+def test_score_contexts_batches_by_length_and_keeps_each_rows_scores(model):
+    """Contexts are scored in length-sorted batches cut to their longest context; each row
+    must still get its own scores, those of a forward pass over the full ``max_len`` window."""
+    rng = np.random.default_rng(0)
+    contexts = [rng.integers(1, N_ITEMS + 1, size=n).tolist() for n in (5, 1, 12, 0, 3, 8, 2, 7)]
+    scores = score_contexts(model, contexts, N_ITEMS, batch_size=3)  # batches of mixed lengths
+    with torch.no_grad():
+        full = torch.from_numpy(pad_left(contexts, CFG.max_len, N_ITEMS))  # (8, max_len)
+        want = (model(full)[:, -1, 1:]).numpy()  # (8, n_items)
+    np.testing.assert_allclose(scores[:, 1:], want, rtol=1e-5, atol=1e-6)
+    assert len({tuple(row) for row in want.round(4)}) == len(contexts)  # rows tell apart
+
+
 def test_checkpoint_roundtrip_gives_identical_scores(model, tmp_path):
     opt = torch.optim.AdamW(model.parameters())
     model.train()
