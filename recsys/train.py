@@ -152,9 +152,15 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
             logits = h @ weight.T  # (C, V)
             if seen is not None:
                 logits.scatter_(1, seen[start : start + CE_CHUNK], float("-inf"))
-            logp = torch.log_softmax(logits, dim=1)  # (C, V)
-            total -= logp.gather(1, y[:, None]).sum()
-            probs = logp.exp_()  # (C, V), in place: d loss / d logits = probs - onehot
+            # One exp per logit: the softmax, then the loss from the target's probability.
+            probs = torch.softmax(logits, dim=1)  # (C, V): d loss / d logits = probs - onehot
+            nll = probs.gather(1, y[:, None]).log_().neg_()  # (C, 1)
+            lost = torch.isinf(nll)  # the target's probability underflowed to 0
+            if bool(lost.any()):
+                rows = lost[:, 0]
+                exact = torch.logsumexp(logits[rows], dim=1) - logits[rows, y[rows]]
+                nll[rows] = exact[:, None]
+            total += nll.sum()
             probs[torch.arange(len(y)), y] -= 1.0
             torch.mm(probs, weight, out=grad_hidden[start : start + CE_CHUNK])
             grad_weight.addmm_(probs.T, h)

@@ -10,6 +10,7 @@ from recsys.config import ModelConfig, TrainConfig
 from recsys.evaluate import evaluate_model, evaluate_popularity, leave_last_out
 from recsys.model import SASRec, build_model, score_contexts
 from recsys.train import (
+    SoftmaxCrossEntropy,
     WeightAverage,
     build_windows,
     dense_loss_sum,
@@ -279,6 +280,26 @@ def test_early_stopping_waits_for_min_steps(split):
     assert len(train(split, N_ITEMS, MODEL, frozen).losses) == 2  # the second check stops it
     waiting = dataclasses.replace(frozen, min_steps=5 * steps_per_epoch)
     assert len(train(split, N_ITEMS, MODEL, waiting).losses) == 5
+
+
+def test_chunked_loss_stays_exact_when_a_targets_probability_underflows():
+    """The loss is read from the softmax's target probability; a target scored so far below the
+    rest that its probability is 0 in floating point must still give the exact, finite loss."""
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(4, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(12, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([3, 5, 7, 9])
+    with torch.no_grad():
+        weight[7] = -300.0 * hidden[2] / hidden[2].norm()  # row 2's target logit is far below 0
+        hidden[2] *= 10.0
+    got = SoftmaxCrossEntropy.apply(hidden, weight, targets)
+    want = torch.nn.functional.cross_entropy(hidden @ weight.T, targets)
+    assert torch.softmax(hidden[2] @ weight.T, dim=0)[7] == 0.0  # it does underflow
+    assert torch.isfinite(got)
+    torch.testing.assert_close(got, want)
+    for g, w in zip(torch.autograd.grad(got, [hidden, weight]),
+                    torch.autograd.grad(want, [hidden, weight]), strict=True):  # fmt: skip
+        torch.testing.assert_close(g, w)
 
 
 def test_dense_loss_sum_is_the_cross_entropy_of_the_kept_positions():
