@@ -334,6 +334,7 @@ def test_seen_items_hold_each_positions_prefix_but_not_its_target():
 
 def _masked_cross_entropy(rows, weight, targets, seen):
     logits = (rows @ weight.T).scatter(1, seen, float("-inf"))  # (M, V)
+    logits[:, 0] = float("-inf")  # padding: out of every row's softmax, even one with no 0 seen
     return torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
 
 
