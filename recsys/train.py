@@ -133,8 +133,9 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
     Equivalent to ``F.cross_entropy(hidden @ weight.T, targets)``, but the ``(M, V)`` logits never
     exist at once: each chunk's logits stay in cache and their gradients are taken right away,
     which makes the output layer about twice as fast on CPU. Gradients are kept for backward.
-    With ``seen`` ``(M, T)`` each row's seen items are left out of its softmax, and so is
-    column 0, the padding (without ``seen`` it stays in, as in ``F.cross_entropy``).
+    With ``seen`` ``(M, T)`` each row's seen items are left out of its softmax, its own target
+    excepted, and so is column 0, the padding (without ``seen`` it stays in, as in
+    ``F.cross_entropy``).
     """
 
     @staticmethod
@@ -153,8 +154,7 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
             y = targets[start : start + CE_CHUNK]  # (C,)
             logits = h @ weight.T  # (C, V)
             if seen is not None:
-                logits.scatter_(1, seen[start : start + CE_CHUNK], float("-inf"))
-                logits[:, 0] = float("-inf")  # padding, never a candidate
+                _mask_seen(logits, seen[start : start + CE_CHUNK], y)
             # One exp per logit: the softmax, then the loss from the target's probability.
             probs = torch.softmax(logits, dim=1)  # (C, V): d loss / d logits = probs - onehot
             nll = probs.gather(1, y[:, None]).log_().neg_()  # (C, 1)
@@ -289,14 +289,30 @@ def sampled_softmax_loss(
     return torch.nn.functional.cross_entropy(logits, targets.new_zeros(len(targets)))
 
 
-def seen_items(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Items each position has already seen, as a ``(B, T, T)`` index: row ``t`` holds
-    ``inputs[:, :t + 1]`` and 0 (padding) after it. A position's own target is never among them,
-    so a repeat stays predictable. ``inputs`` and ``targets`` ``(B, T)``."""
+def seen_items(inputs: torch.Tensor, sel: torch.Tensor | None = None) -> torch.Tensor:
+    """Items each position has already seen: row ``t`` holds ``inputs[:, :t + 1]`` and 0
+    (padding) after it. ``(B, T, T)`` for every position of ``inputs`` ``(B, T)``, or ``(M, T)``
+    for the ``M`` positions that ``sel`` ``(B, T)`` selects, in the order of ``x[sel]``.
+
+    A position's own target may be among them: the losses keep each row's target in its
+    softmax (see ``_mask_seen``), so a repeat stays predictable.
+    """
     t = inputs.shape[1]
-    before = torch.ones(t, t, dtype=torch.bool, device=inputs.device).tril()  # (T, T)
-    seen = inputs[:, None, :] * before  # (B, T, T)
-    return seen.masked_fill(seen == targets[:, :, None], 0)
+    if sel is None:
+        before = torch.ones(t, t, dtype=torch.bool, device=inputs.device).tril()  # (T, T)
+        return inputs[:, None, :] * before  # (B, T, T)
+    rows, pos = sel.nonzero(as_tuple=True)  # (M,) each
+    later = torch.arange(t, device=inputs.device)[None, :] > pos[:, None]  # (M, T)
+    return inputs[rows].masked_fill(later, 0)  # (M, T)
+
+
+def _mask_seen(logits: torch.Tensor, seen: torch.Tensor, targets: torch.Tensor) -> None:
+    """Set ``logits`` ``(M, V)`` to -inf, in place, at each row's ``seen`` items ``(M, T)`` and
+    at column 0 (padding), except at the row's own target ``(M,)``, whose logit is kept."""
+    own = logits.gather(1, targets[:, None])  # (M, 1)
+    logits.scatter_(1, seen, float("-inf"))
+    logits[:, 0] = float("-inf")  # padding, never a candidate
+    logits.scatter_(1, targets[:, None], own)
 
 
 def _drawn_and_seen(negatives: torch.Tensor, seen: torch.Tensor, n_rows: int) -> torch.Tensor:
@@ -341,8 +357,10 @@ def dense_loss_sum(
     """
     logits = hidden.flatten(0, 1) @ weight.T  # (B * T, V)
     if seen is not None:  # (B, T, T) items left out of each position's softmax
-        logits.scatter_(1, seen.flatten(0, 1), float("-inf"))
-        logits[:, 0] = float("-inf")  # padding, never a candidate
+        out = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, seen.flatten(0, 1), True)
+        out[:, 0] = True  # padding, never a candidate
+        out.scatter_(1, targets.flatten()[:, None], False)  # but never the position's target
+        logits = logits.masked_fill(out, float("-inf"))
     ignored = targets.masked_fill(~keep, -100).flatten()  # (B * T,)
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32
     return torch.nn.functional.cross_entropy(logits, ignored, reduction="sum")
@@ -467,7 +485,9 @@ def _run_epoch(
             batch = batch.to(device, non_blocking=True)
         x, y = batch[:, :-1], batch[:, 1:]  # (B, W - 1) inputs and next-item targets
         sel = (x != 0) & (y != 0)  # predict only from a real item
-        seen = seen_items(x, y) if cfg.mask_seen else None  # (B, W - 1, W - 1)
+        seen = None
+        if cfg.mask_seen:  # (B, W - 1, W - 1) for the dense loss, (M, W - 1) for the others
+            seen = seen_items(x) if dense else seen_items(x, sel)
         if cfg.item_dropout > 0:
             x = drop_items(x, cfg.item_dropout)
         opt.zero_grad(set_to_none=True)
@@ -480,7 +500,7 @@ def _run_epoch(
             with autocast:
                 hidden = net(x)[sel]  # (M, D)
             hidden = hidden.to(torch.promote_types(hidden.dtype, torch.float32))  # bf16 -> fp32
-            loss = _loss(model, hidden, y[sel], cfg, None if seen is None else seen[sel])
+            loss = _loss(model, hidden, y[sel], cfg, seen)
             n = int(sel.sum())
             (loss * (n / targets_per_batch)).backward()
             total_loss += float(loss.detach()) * n

@@ -200,7 +200,7 @@ def test_an_epoch_weighs_every_target_alike_whatever_its_batch(monkeypatch, dens
 
     x, y = data[:, :-1], data[:, 1:]
     sel = (x != 0) & (y != 0)
-    seen = T.seen_items(x, y)[sel]  # cfg.mask_seen is on, as by default
+    seen = T.seen_items(x, sel)  # cfg.mask_seen is on, as by default
     assert cfg.mask_seen
     full = T.SoftmaxCrossEntropy.apply(model.hidden(x)[sel], model.item_emb.weight, y[sel], seen)
     names = [n for n, _ in model.named_parameters()]
@@ -320,43 +320,48 @@ def test_dense_loss_sum_is_the_cross_entropy_of_the_kept_positions():
     assert float(got_grads[0][~keep].abs().max()) == 0.0  # ignored positions get no gradient
 
 
-def test_seen_items_hold_each_positions_prefix_but_not_its_target():
+def test_seen_items_hold_each_positions_prefix():
     inputs = torch.tensor([[0, 3, 5, 3]])
-    targets = torch.tensor([[3, 5, 3, 7]])
-    got = seen_items(inputs, targets)[0].tolist()
-    assert got == [
+    every = seen_items(inputs)[0].tolist()
+    assert every == [
         [0, 0, 0, 0],  # a padded position has seen nothing
         [0, 3, 0, 0],
-        [0, 0, 5, 0],  # item 3 was seen, but it is this position's target: a repeat stays possible
+        [0, 3, 5, 0],
         [0, 3, 5, 3],
     ]
+    sel = torch.tensor([[False, True, False, True]])
+    assert seen_items(inputs, sel).tolist() == [every[1], every[3]]  # the rows of x[sel]
 
 
 def _masked_cross_entropy(rows, weight, targets, seen):
+    """The reference: each row's seen items out of its softmax, but never its own target."""
+    seen = seen.masked_fill(seen == targets[:, None], 0)  # (M, T)
     logits = (rows @ weight.T).scatter(1, seen, float("-inf"))  # (M, V)
     logits[:, 0] = float("-inf")  # padding: out of every row's softmax, even one with no 0 seen
     return torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
 
 
-def test_both_losses_leave_the_seen_items_out_of_the_softmax(monkeypatch):
+def test_both_losses_leave_the_seen_items_but_not_the_target_out_of_the_softmax(monkeypatch):
     import recsys.train as T
 
     monkeypatch.setattr(T, "CE_CHUNK", 4)  # several chunks, the last one short
     gen = torch.Generator().manual_seed(0)
     hidden = torch.randn(3, 5, 8, generator=gen, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(12, 8, generator=gen, dtype=torch.float64, requires_grad=True)
-    inputs = torch.randint(0, 12, (3, 5), generator=gen)
-    targets = torch.randint(1, 12, (3, 5), generator=gen)
+    inputs = torch.randint(1, 6, (3, 5), generator=gen)  # few items: many repeats
+    targets = torch.randint(1, 6, (3, 5), generator=gen)
+    inputs[0, :2] = 0  # padding
     keep = inputs != 0
-    seen = seen_items(inputs, targets)  # (3, 5, 5)
-    want = _masked_cross_entropy(hidden[keep], weight, targets[keep], seen[keep])
+    seen = seen_items(inputs, keep)  # (M, 5)
+    assert (seen == targets[keep][:, None]).any()  # some targets were seen before: repeats
+    want = _masked_cross_entropy(hidden[keep], weight, targets[keep], seen)
     rows = hidden[keep] @ weight.T  # (M, V)
     plain = torch.nn.functional.cross_entropy(rows, targets[keep], reduction="sum")
-    assert want.item() < plain.item()  # the mask changed the loss
+    assert torch.isfinite(want) and want.item() < plain.item()  # the mask changed the loss
     want_grads = torch.autograd.grad(want, [hidden, weight])
     n = int(keep.sum())
-    chunked = T.SoftmaxCrossEntropy.apply(hidden[keep], weight, targets[keep], seen[keep]) * n
-    dense = dense_loss_sum(hidden, weight, targets, keep, seen)
+    chunked = T.SoftmaxCrossEntropy.apply(hidden[keep], weight, targets[keep], seen) * n
+    dense = dense_loss_sum(hidden, weight, targets, keep, seen_items(inputs))
     for got in (chunked, dense):
         torch.testing.assert_close(got, want)
         for g, w in zip(torch.autograd.grad(got, [hidden, weight]), want_grads, strict=True):
