@@ -406,9 +406,18 @@ def main() -> None:
         f"{sum(map(len, histories))} events; {args.days} UTC days up to "
         f"{args.end or 'the last'}, k={args.k}\n"
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu\n"
-        f"model {model_cfg}\nfull {full_cfg}\nfinetune {ft_cfg}",
+        f"model {model_cfg}",
         flush=True,
     )
+    run_seed(args, histories, first_seen, end_day, model_cfg, full_cfg, ft_cfg, min_events)
+
+
+def run_seed(args: argparse.Namespace, histories: list[list[tuple[int, int]]],
+             first_seen: list[int], end_day: int | None, model_cfg: ModelConfig,
+             full_cfg: TrainConfig, ft_cfg: TrainConfig,
+             min_events: int) -> dict[str, float]:  # fmt: skip
+    """Replay the window with one seed's configs, print its tables, log it; its ratios."""
+    print(f"\nfull {full_cfg}\nfinetune {ft_cfg}", flush=True)
     t0 = time.perf_counter()
     result = replay(
         histories, first_seen, args.days, model_cfg, full_cfg, ft_cfg, args.k, min_events,
@@ -418,7 +427,7 @@ def main() -> None:
     print_tables(summary, ratios, result.rows, args.k)
     print(f"\nrepeat events dropped: {result.n_repeats}; wall {time.perf_counter() - t0:.0f}s")
     if args.no_mlflow:
-        return
+        return ratios
     from common import log_benchmark
 
     params = {
@@ -437,6 +446,7 @@ def main() -> None:
         "incremental", params, metrics, {"summary": summary, "per_day": result.rows}, result.curves
     )
     print(f"logged to MLflow experiment bench-incremental, run {run_id}")
+    return ratios
 
 
 if __name__ == "__main__":
