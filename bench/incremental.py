@@ -4,6 +4,7 @@
     .venv/bin/python bench/incremental.py --days 2 --epochs 5  # smoke run, a few minutes
     .venv/bin/python bench/incremental.py --days 28 --no-daily-full  # 4 weeks of (b) vs (c)
     .venv/bin/python bench/incremental.py --end 1998-04-02     # the busiest week instead
+    .venv/bin/python bench/incremental.py --seeds 3            # seeds 42-44, mean and spread
 
 The ratings are replayed in time order, one interval per UTC day. Each of the last ``--days``
 days up to ``--end`` (by default the data's last day) that has events is predicted event by event
@@ -380,18 +381,19 @@ def main() -> None:
     )
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=defaults_t.seed)
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="replay with --seed, --seed + 1, ...: mean and spread"
+    )
     parser.add_argument("--max-len", type=int, default=defaults_m.max_len)
     parser.add_argument("--epochs", type=int, default=defaults_t.epochs, help="full retrain")
     parser.add_argument("--finetune-epochs", type=int, default=defaults_f.epochs)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "recsys-bench")
     parser.add_argument("--no-mlflow", action="store_true", help="print only, log nothing")
     args = parser.parse_args()
-    if args.days < 1 or args.retrain_every < 1:
-        parser.error("--days and --retrain-every must be >= 1")
+    if args.days < 1 or args.retrain_every < 1 or args.seeds < 1:
+        parser.error("--days, --retrain-every and --seeds must be >= 1")
 
     model_cfg = dataclasses.replace(defaults_m, max_len=args.max_len)
-    full_cfg = dataclasses.replace(defaults_t, epochs=args.epochs, seed=args.seed)
-    ft_cfg = dataclasses.replace(defaults_f, epochs=args.finetune_epochs, seed=args.seed)
     min_events = EvalConfig().min_events
     histories, first_seen = ml100k_histories(args.cache)
     end_day = None
@@ -409,14 +411,43 @@ def main() -> None:
         f"model {model_cfg}",
         flush=True,
     )
-    run_seed(args, histories, first_seen, end_day, model_cfg, full_cfg, ft_cfg, min_events)
+    per_seed = {}
+    for seed in range(args.seed, args.seed + args.seeds):
+        full_cfg = dataclasses.replace(defaults_t, epochs=args.epochs, seed=seed)
+        ft_cfg = dataclasses.replace(defaults_f, epochs=args.finetune_epochs, seed=seed)
+        per_seed[seed] = run_seed(
+            args, histories, first_seen, end_day, model_cfg, full_cfg, ft_cfg, min_events
+        )
+    if args.seeds > 1:
+        print_seeds(per_seed, args.k)
+
+
+def print_seeds(per_seed: dict[int, dict[str, float]], k: int) -> None:
+    """The headline figures of each seed's replay, then their mean and standard deviation."""
+    cols = {
+        f"(a) NDCG@{k}": f"full.ndcg_at_{k}",
+        f"(b) NDCG@{k}": f"finetune.ndcg_at_{k}",
+        f"(c) NDCG@{k}": f"frozen.ndcg_at_{k}",
+        "(b)/(a)": "ndcg_ratio_finetune_vs_full",
+        "(b)/(c)": "ndcg_ratio_finetune_vs_frozen",
+        "time (b)/(a)": "time_ratio_finetune_vs_full",
+        "(b)-(c) low": "ndcg_gain_finetune_vs_frozen_low",
+    }
+    print(f"\n{'seed':<6}" + "".join(f"{c:>14}" for c in cols))
+    table = np.array([[m.get(key, np.nan) for key in cols.values()] for m in per_seed.values()])
+    for seed, row in zip(per_seed, table, strict=True):
+        print(f"{seed:<6}" + "".join(f"{v:>14.4f}" for v in row))
+    for name, stat in (("mean", np.mean), ("std", np.std)):
+        print(f"{name:<6}" + "".join(f"{v:>14.4f}" for v in stat(table, axis=0)))
+    better = int(np.sum(table[:, -1] > 0))
+    print(f"(b) clearly better than (c) on {better} of {len(table)} seeds (lower bound above 0)")
 
 
 def run_seed(args: argparse.Namespace, histories: list[list[tuple[int, int]]],
              first_seen: list[int], end_day: int | None, model_cfg: ModelConfig,
              full_cfg: TrainConfig, ft_cfg: TrainConfig,
              min_events: int) -> dict[str, float]:  # fmt: skip
-    """Replay the window with one seed's configs, print its tables, log it; its ratios."""
+    """Replay the window with one seed's configs, print its tables, log it; its metrics."""
     print(f"\nfull {full_cfg}\nfinetune {ft_cfg}", flush=True)
     t0 = time.perf_counter()
     result = replay(
@@ -426,8 +457,11 @@ def run_seed(args: argparse.Namespace, histories: list[list[tuple[int, int]]],
     summary, ratios = summarise(result, args.k)
     print_tables(summary, ratios, result.rows, args.k)
     print(f"\nrepeat events dropped: {result.n_repeats}; wall {time.perf_counter() - t0:.0f}s")
+    metrics = dict(ratios)
+    for s, row in zip(result.ranks, summary, strict=True):
+        metrics |= {f"{s}.{key}": v for key, v in row.items() if key != "strategy"}
     if args.no_mlflow:
-        return ratios
+        return metrics
     from common import log_benchmark
 
     params = {
@@ -439,14 +473,11 @@ def run_seed(args: argparse.Namespace, histories: list[list[tuple[int, int]]],
         **{f"full.{f}": v for f, v in dataclasses.asdict(full_cfg).items()},
         **{f"finetune.{f}": v for f, v in dataclasses.asdict(ft_cfg).items()},
     }  # fmt: skip
-    metrics = dict(ratios)
-    for s, row in zip(result.ranks, summary, strict=True):
-        metrics |= {f"{s}.{key}": v for key, v in row.items() if key != "strategy"}
     run_id = log_benchmark(
         "incremental", params, metrics, {"summary": summary, "per_day": result.rows}, result.curves
     )
     print(f"logged to MLflow experiment bench-incremental, run {run_id}")
-    return ratios
+    return metrics
 
 
 if __name__ == "__main__":
