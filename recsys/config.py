@@ -133,6 +133,12 @@ class TrainConfig:
     loss: Literal["full", "sampled"] = "full"  # softmax over the whole catalogue, or sampled
     n_negatives: int = 1024  # shared uniform negatives per batch when loss="sampled"
     replay_ratio: float = 1.0  # incremental: old sequences replayed per new sequence
+    # Warm start: multiply the checkpoint's weight matrices and embeddings by this before the
+    # first step, as the "shrink" of Ash & Adams (2020), "On Warm-Starting Neural Network
+    # Training": a network trained to convergence learns new data worse than a fresh one, and
+    # shrinking its weights gives some of that back. 1.0 starts from the weights as saved;
+    # norms, biases and the rows of new items are never scaled.
+    warm_shrink: float = 1.0
     # Learning rate over training: "constant", or "cosine" decay from ``lr`` to 0 at ``epochs``
     # after ``warmup_epochs`` of linear warm-up (the schedule is laid out over ``epochs``).
     schedule: Literal["constant", "cosine"] = "constant"
@@ -179,6 +185,7 @@ class TrainConfig:
         +0.0056 and +0.0074 / -0.0002 / +0.0075; the six fine-tunes took 6-10 s instead of 3-6.
         Replaying every old user did a little better again (+0.0047 / +0.0047 / +0.0060 and
         +0.0098 / +0.0005 / +0.0076) at about 15 s, but its cost grows with the whole history.
+
         """
         base = dict(
             mode="incremental", epochs=2, lr=1e-3, warmup_epochs=0.0, eval_every=2, patience=2,

@@ -213,18 +213,28 @@ def _warm_start_optimizer(opt: torch.optim.AdamW, state: dict[str, Any], cfg: Tr
         group["weight_decay"] = decay
 
 
-def init_model(n_items: int, model_cfg: ModelConfig, init: Checkpoint | None = None) -> SASRec:
+def init_model(
+    n_items: int, model_cfg: ModelConfig, init: Checkpoint | None = None, shrink: float = 1.0
+) -> SASRec:
     """The model a run starts from, before any training step.
 
     Without ``init``: a fresh ``SASRec(n_items, model_cfg)``. With ``init``: the checkpoint's
-    architecture and weights (``model_cfg`` is ignored, as in nanoGPT's ``init_from``), with the
-    item embedding grown to ``n_items``. Uses torch's global RNG: seed it first.
+    architecture and weights (``model_cfg`` is ignored, as in nanoGPT's ``init_from``), its
+    weight matrices and embeddings multiplied by ``shrink`` (``TrainConfig.warm_shrink``), with
+    the item embedding then grown to ``n_items``. Uses torch's global RNG: seed it first.
     """
+    if not 0.0 < shrink <= 1.0:
+        raise ValueError(f"warm_shrink must be in (0, 1], got {shrink}")
     if init is None:
         return SASRec(n_items, model_cfg)
     if n_items < init.n_items:
         raise ValueError(f"catalogue shrank from {init.n_items} to {n_items} items")
     model = build_model(init)
+    if shrink != 1.0:
+        with torch.no_grad():
+            for param in model.parameters():
+                if param.dim() >= 2:  # matrices and embeddings; LayerNorm gains and biases stay
+                    param.mul_(shrink)
     if n_items > init.n_items:
         log.info("growing the item embedding from %d to %d items", init.n_items, n_items)
         model.grow_items(n_items)
@@ -761,7 +771,7 @@ def train(
         raise ValueError("mode='incremental' needs an init checkpoint to warm-start from")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(train_cfg.seed)  # fresh weights or new item rows, and dropout
-        model = init_model(n_items, model_cfg, init).to(device)
+        model = init_model(n_items, model_cfg, init, train_cfg.warm_shrink).to(device)
         opt = _make_optimizer(model, train_cfg)  # after grow_items: it holds the new embedding
         if init is not None and init.optimizer_state is not None:
             _warm_start_optimizer(opt, init.optimizer_state, train_cfg)

@@ -127,6 +127,41 @@ def test_incremental_warm_starts_and_grows_the_catalogue(trained):
     assert got["ndcg_at_10"] > pop["ndcg_at_10"] + 0.1
 
 
+def test_warm_shrink_scales_old_weights_only(trained):
+    ckpt = trained.checkpoint
+    grown = N_ITEMS + 5
+    torch.manual_seed(7)
+    plain = init_model(grown, MODEL, init=ckpt)
+    torch.manual_seed(7)
+    shrunk = init_model(grown, MODEL, init=ckpt, shrink=0.25)
+    old_rows = N_ITEMS + 1
+    for name, value in ckpt.model_state.items():
+        got = dict(shrunk.named_parameters())[name].detach()
+        if name == "item_emb.weight":
+            torch.testing.assert_close(got[:old_rows], 0.25 * value, rtol=0, atol=0)
+            # the new items' rows are drawn as for a fresh model, never scaled
+            assert torch.equal(got[old_rows:], plain.item_emb.weight.detach()[old_rows:])
+        elif value.dim() >= 2:
+            torch.testing.assert_close(got, 0.25 * value, rtol=0, atol=0)
+        else:  # LayerNorm gains and biases
+            assert torch.equal(got, value), name
+    assert torch.count_nonzero(shrunk.item_emb.weight[0]) == 0  # padding stays zero
+    # train() applies the config's warm_shrink: a zero learning rate leaves the shrunk weights.
+    cfg = TrainConfig.finetune(lr=0.0, epochs=1, eval_every=1, seed=0, warm_shrink=0.25)
+    result = train(leave_last_out(walks(40, N_ITEMS, seed=3)), N_ITEMS, MODEL, cfg, init=ckpt)
+    for name, value in ckpt.model_state.items():
+        want = 0.25 * value if value.dim() >= 2 else value
+        torch.testing.assert_close(result.checkpoint.model_state[name], want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, 1.5])
+def test_bad_warm_shrink_is_refused(trained, split, bad):
+    with pytest.raises(ValueError, match="warm_shrink"):
+        init_model(N_ITEMS, MODEL, init=trained.checkpoint, shrink=bad)
+    with pytest.raises(ValueError, match="warm_shrink"):
+        train(split, N_ITEMS, MODEL, dataclasses.replace(TRAIN, warm_shrink=bad))
+
+
 def test_incremental_without_init_is_an_error(split):
     with pytest.raises(ValueError, match="init"):
         train(split, N_ITEMS, MODEL, TrainConfig.finetune())
