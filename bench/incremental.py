@@ -5,6 +5,7 @@
     .venv/bin/python bench/incremental.py --days 28 --no-daily-full  # 4 weeks of (b) vs (c)
     .venv/bin/python bench/incremental.py --end 1998-04-02     # the busiest week instead
     .venv/bin/python bench/incremental.py --seeds 3            # seeds 42-44, mean and spread
+    .venv/bin/python bench/incremental.py --warm-shrink 1.0    # fine-tunes without the shrink
 
 The ratings are replayed in time order, one interval per UTC day. Each of the last ``--days``
 days up to ``--end`` (by default the data's last day) that has events is predicted event by event
@@ -387,11 +388,17 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=defaults_m.max_len)
     parser.add_argument("--epochs", type=int, default=defaults_t.epochs, help="full retrain")
     parser.add_argument("--finetune-epochs", type=int, default=defaults_f.epochs)
+    parser.add_argument(
+        "--warm-shrink", type=float, default=defaults_f.warm_shrink,
+        help="fine-tunes: scale the parent's weights by this first (1.0: as saved)",
+    )  # fmt: skip
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "recsys-bench")
     parser.add_argument("--no-mlflow", action="store_true", help="print only, log nothing")
     args = parser.parse_args()
     if args.days < 1 or args.retrain_every < 1 or args.seeds < 1:
         parser.error("--days, --retrain-every and --seeds must be >= 1")
+    if not 0.0 < args.warm_shrink <= 1.0:
+        parser.error(f"--warm-shrink must be in (0, 1], got {args.warm_shrink}")
 
     model_cfg = dataclasses.replace(defaults_m, max_len=args.max_len)
     min_events = EvalConfig().min_events
@@ -414,7 +421,9 @@ def main() -> None:
     per_seed = {}
     for seed in range(args.seed, args.seed + args.seeds):
         full_cfg = dataclasses.replace(defaults_t, epochs=args.epochs, seed=seed)
-        ft_cfg = dataclasses.replace(defaults_f, epochs=args.finetune_epochs, seed=seed)
+        ft_cfg = dataclasses.replace(
+            defaults_f, epochs=args.finetune_epochs, seed=seed, warm_shrink=args.warm_shrink
+        )
         per_seed[seed] = run_seed(
             args, histories, first_seen, end_day, model_cfg, full_cfg, ft_cfg, min_events
         )
