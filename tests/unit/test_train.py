@@ -135,8 +135,9 @@ def test_warm_shrink_scales_old_weights_only(trained):
     torch.manual_seed(7)
     shrunk = init_model(grown, MODEL, init=ckpt, shrink=0.25)
     old_rows = N_ITEMS + 1
+    params = dict(shrunk.named_parameters())
     for name, value in ckpt.model_state.items():
-        got = dict(shrunk.named_parameters())[name].detach()
+        got = params[name].detach()
         if name == "item_emb.weight":
             torch.testing.assert_close(got[:old_rows], 0.25 * value, rtol=0, atol=0)
             # the new items' rows are drawn as for a fresh model, never scaled
