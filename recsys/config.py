@@ -176,15 +176,16 @@ class TrainConfig:
         0.1193 / 0.1233 at 3e-4, 0.1234 / 0.1254 at 5e-4 and 0.1226 / 0.1190 at 2e-3 (the
         day-one models alone: 0.1175 / 0.1249); 3e-3 did worse again on the busiest week.
 
-        Two epochs over the new users and 30 replayed old users per new one: the new data is
-        learnt from a broad view of the old, not from a near-even mix. Fine-tuning six days from
-        each seed's cached first-day retrain (bench/incremental.py's functions), the gain over
-        the first-day model alone (NDCG@10) went from +0.0023 / +0.0039 / +0.0024 (seeds 43 / 45
-        / 44) on the busiest week and +0.0052 / +0.0002 / +0.0029 (seeds 42-44) on the last week,
-        with 1 replayed per new user and up to 10 early-stopped epochs, to +0.0036 / +0.0061 /
-        +0.0056 and +0.0074 / -0.0002 / +0.0075; the six fine-tunes took 6-10 s instead of 3-6.
-        Replaying every old user did a little better again (+0.0047 / +0.0047 / +0.0060 and
-        +0.0098 / +0.0005 / +0.0076) at about 15 s, but its cost grows with the whole history.
+        Two epochs over the new users and a broad replay of old users (30 per new one before the
+        shrink, 10 since): the new data is learnt from a broad view of the old, not from a near-even
+        mix. Fine-tuning six days from each seed's cached first-day retrain (bench/incremental.py's
+        functions), the gain over the first-day model alone (NDCG@10) went from +0.0023 / +0.0039 /
+        +0.0024 (seeds 43 / 45 / 44) on the busiest week and +0.0052 / +0.0002 / +0.0029 (seeds
+        42-44) on the last week, with 1 replayed per new user and up to 10 early-stopped epochs, to
+        +0.0036 / +0.0061 / +0.0056 and +0.0074 / -0.0002 / +0.0075; the six fine-tunes took 6-10 s
+        instead of 3-6. Replaying every old user did a little better again (+0.0047 / +0.0047 /
+        +0.0060 and +0.0098 / +0.0005 / +0.0076) at about 15 s, but its cost grows with the whole
+        history.
 
         The parent's weights shrunk by 0.9 first (``warm_shrink``): at the same cost, six days
         of these fine-tunes from each seed's cached first-day retrain scored NDCG@10 +0.0031 /
@@ -195,10 +196,19 @@ class TrainConfig:
         only the item embedding gained less (+0.0018 / +0.0028 / +0.0015 / +0.0004 on seeds 43,
         42, 46 of the busiest week and 44 of the last, against +0.0030 / +0.0031 / +0.0018 /
         +0.0033), only the other weights nothing (+0.0024 / +0.0001 / -0.0001 / -0.0021).
+
+        With the shrink, 10 replayed users per new one do as well as 30 at half the cost: the same
+        replays on eight seed-weeks (busiest week seeds 43 / 45 / 44 / 46 / 47, last week 42 / 44 /
+        43; first-day retrains of 2 December) gave NDCG@10 0.1261 / 0.1295 / 0.1278 / 0.1318 /
+        0.1272, 0.1389 / 0.1349 / 0.1281 against 0.1267 / 0.1295 / 0.1271 / 0.1315 / 0.1288, 0.1348
+        / 0.1355 / 0.1266 with 30 (mean +0.0005), and the six fine-tunes took 7.5-8.4 s instead of
+        16.4-18.2 s on the busiest week, 4.0-4.3 s instead of 8.8-9.7 s on the last. At most 400
+        replayed users, whatever the ratio, did no better (0.1254 / 0.1284 / 0.1280, 0.1348 / 0.1355
+        / 0.1266 on the first six).
         """
         base = dict(
             mode="incremental", epochs=2, lr=1e-3, warmup_epochs=0.0, eval_every=2, patience=2,
-            min_steps=0, replay_ratio=30.0, warm_shrink=0.9,
+            min_steps=0, replay_ratio=10.0, warm_shrink=0.9,
         )  # fmt: skip
         base.update(overrides)
         return cls(**base)
