@@ -49,6 +49,7 @@ class TrainResult:
     seconds: float  # wall time of the whole call
     tokens_per_s: float  # training targets per second of optimisation (validation excluded)
     losses: list[float]  # mean training loss per epoch
+    tokens: int = 0  # training targets processed in all (every process, every epoch)
     resumed_after_epoch: int = 0  # > 0: continued a killed run's saved state after that epoch
 
 
@@ -668,6 +669,7 @@ def _fit(
         best_valid=st.best_valid,
         seconds=time.perf_counter() - t0,
         tokens_per_s=st.total_tokens * world / max(st.train_seconds, 1e-9),
+        tokens=st.total_tokens * world,
         losses=st.losses,
         resumed_after_epoch=resumed_after,
     )

@@ -79,6 +79,13 @@ def test_selection_is_on_validation(trained):
     assert trained.tokens_per_s > 0 and trained.seconds > 0
 
 
+def test_tokens_count_every_target_of_every_epoch(trained, split):
+    data = build_windows(split.train, MODEL.max_len)
+    per_epoch = int(((data[:, :-1] != 0) & (data[:, 1:] != 0)).sum())
+    assert per_epoch > 0
+    assert trained.tokens == len(trained.losses) * per_epoch
+
+
 def test_returned_checkpoint_is_the_best_state(trained, split):
     model = build_model(trained.checkpoint)
     again = evaluate_model(model, split, N_ITEMS, on="valid")
