@@ -193,9 +193,20 @@ class AirflowDB:
         return None if row is None else (row[0], row[1])
 
     def backfill_done(self, backfill_id: int) -> bool:
-        q = self.sa.text("SELECT completed_at FROM backfill WHERE id = :i")
+        """Every run of the backfill has finished (or the scheduler marked it complete).
+
+        The scheduler's own check (the same condition: runs associated and none queued or
+        running) runs only every 30 s; asking the DB directly saves that wait per backfill.
+        """
+        q = self.sa.text(
+            "SELECT b.completed_at IS NOT NULL OR ("
+            " EXISTS (SELECT 1 FROM backfill_dag_run a WHERE a.backfill_id = b.id)"
+            " AND NOT EXISTS (SELECT 1 FROM dag_run r WHERE r.backfill_id = b.id"
+            " AND r.state IN ('queued', 'running'))"
+            ") FROM backfill b WHERE b.id = :i"
+        )
         with self.engine.connect() as conn:
-            return conn.execute(q, {"i": backfill_id}).scalar() is not None
+            return bool(conn.execute(q, {"i": backfill_id}).scalar())
 
     def idle(self) -> bool:
         """No run queued or running and no Asset event waiting to trigger a run."""
