@@ -67,14 +67,14 @@ def log_benchmark(
     """Log one benchmark run to the MLflow experiment ``bench-<name>``; returns the run id.
 
     ``tables`` go to ``tables/<key>.json`` and ``tables/<key>.md``; ``curves`` are
-    ``TrainResult.history`` lists, plotted with ``recsys.report.learning_curve`` to
+    ``TrainResult.history`` lists, plotted with ``recsys.evaluation.report.learning_curve`` to
     ``curves/<key>.png`` and kept as ``curves/<key>.json``. Non-finite metrics are skipped.
     """
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
     from recsys.config import Settings
-    from recsys.report import learning_curve
+    from recsys.evaluation.report import learning_curve
 
     settings = Settings.from_env()
     uri = absolute_uri(settings.tracking_uri)
@@ -117,9 +117,10 @@ def champion_from_store(settings: Any, epochs: int, label: str) -> None:
     promoted (forced: there is nothing to compare with). ``label`` names the data in errors."""
     import datetime as dt
 
-    from recsys import collect, events, features, pipeline, promote, validate
     from recsys.config import PipelineConfig
-    from recsys.lake import Interval
+    from recsys.data import collect, events, features, validate
+    from recsys.data.lake import Interval
+    from recsys.release import pipeline, promote
 
     first, last = events.EventStore(settings.event_store_url).bounds()
     start = dt.datetime.combine(first.date(), dt.time())

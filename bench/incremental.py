@@ -11,8 +11,8 @@ The ratings are replayed in time order, one interval per UTC day. Each of the la
 days up to ``--end`` (by default the data's last day) that has events is predicted event by event
 (next item, HR@k / NDCG@k, full ranking with seen items filtered, context = the user's whole
 history before the event, including earlier events of the same day;
-``recsys.evaluate.next_interval_split``) by four strategies, all trained only on events before
-the day:
+``recsys.evaluation.metrics.next_interval_split``) by four strategies, all trained only on events
+before the day:
 
     (a) full      a full retrain every day on everything before the day
     (b) finetune  a full retrain every ``--retrain-every`` replayed days (7: weekly, starting
@@ -51,7 +51,8 @@ import torch
 
 from recsys import schema as S
 from recsys.config import EvalConfig, ModelConfig, TrainConfig
-from recsys.evaluate import (
+from recsys.data.movielens import load_ml100k
+from recsys.evaluation.metrics import (
     NextIntervalSplit,
     Split,
     hit_rate_at_k,
@@ -61,10 +62,9 @@ from recsys.evaluate import (
     popularity_scores,
     rank_targets,
 )
-from recsys.gate import ndcg_per_user, paired_bootstrap
-from recsys.model import Checkpoint, build_model, score_contexts
-from recsys.movielens import load_ml100k
-from recsys.train import TrainResult, mix_replay, train
+from recsys.model.sasrec import Checkpoint, build_model, score_contexts
+from recsys.release.gate import ndcg_per_user, paired_bootstrap
+from recsys.training.loop import TrainResult, mix_replay, train
 
 DAY = 86_400  # seconds in a UTC day
 BOOT = 2000  # bootstrap resamples of the users for the confidence bounds

@@ -17,9 +17,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from recsys import collect, events, features, synthetic, validate
 from recsys.config import Settings
-from recsys.lake import Interval
+from recsys.data import collect, events, features, synthetic, validate
+from recsys.data.lake import Interval
 
 START = dt.datetime(2024, 1, 1)
 

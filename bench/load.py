@@ -4,7 +4,7 @@
     .venv/bin/python bench/load.py --clients 20 --seconds 10 --no-mlflow      # smoke
     .venv/bin/python bench/load.py --movielens                # MovieLens-100K champion instead
 
-Setup (not timed): a synthetic stream (``recsys.synthetic``, or MovieLens-100K with
+Setup (not timed): a synthetic stream (``recsys.data.synthetic``, or MovieLens-100K with
 ``--movielens``) in the event store of a temporary ``RECSYS_HOME``, a model trained for
 ``--epochs`` and forced to champion, and its run registered again as a second version (the swap
 target). ``recsys serve`` runs as a subprocess on a free loopback port, polling the registry every
@@ -63,7 +63,7 @@ def build_synthetic_champion(settings: Settings, epochs: int, n_users: int) -> N
     """A synthetic stream -> one interval -> features -> a full model, registered and promoted."""
     from common import champion_from_store
 
-    from recsys import events, synthetic
+    from recsys.data import events, synthetic
 
     store = events.EventStore(settings.event_store_url)
     store.append(events.prepare_rows(synthetic.generate(n_users=n_users, days=3)))
@@ -76,7 +76,7 @@ def request_mix(settings: Settings, n: int, event_share: float, seed: int) -> li
     import sqlalchemy as sa
 
     from recsys import schema as S
-    from recsys.events import EventStore, events_table
+    from recsys.data.events import EventStore, events_table
 
     store, c = EventStore(settings.event_store_url), events_table.c
     with store.engine.connect() as conn:
@@ -102,7 +102,7 @@ def stored_ids(settings: Settings, prefix: str) -> set[str]:
     import sqlalchemy as sa
 
     from recsys import schema as S
-    from recsys.events import EventStore, events_table
+    from recsys.data.events import EventStore, events_table
 
     col = events_table.c[S.EVENT_ID]
     with EventStore(settings.event_store_url).engine.connect() as conn:
@@ -145,7 +145,7 @@ def run_load(
     args: argparse.Namespace, settings: Settings, work: Path, stack: ExitStack
 ) -> dict[str, Any]:
     """Serve, load, swap halfway; returns the samples, the swap and the server's own counters."""
-    from recsys.registry import Registry
+    from recsys.registry.client import Registry
 
     old, new = second_version(settings)
     port, log = free_port(), work / "recsys.log"

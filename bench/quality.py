@@ -6,9 +6,10 @@
     .venv/bin/python bench/quality.py --data synthetic --model   # 1M events, 20,000 users
     python bench/quality.py --model --seeds 3 --device cuda      # the same, trained on a GPU
 
-``--data synthetic`` checks that the defaults are not tuned to MovieLens: ``recsys.synthetic``'s
-walks (next item 1-3 steps along a ring of ``--synthetic-items`` items, 10% random jumps, 2%
-taste drift) for ``--synthetic-events`` events, a larger and denser catalogue.
+``--data synthetic`` checks that the defaults are not tuned to MovieLens:
+``recsys.data.synthetic``'s walks (next item 1-3 steps along a ring of ``--synthetic-items``
+items, 10% random jumps, 2% taste drift) for ``--synthetic-events`` events, a larger and denser
+catalogue.
 
 Each user's ratings are ordered by time (then event id); items are numbered 1..n by first
 appearance. The last item of each user is the test target, the one before it the validation
@@ -34,19 +35,19 @@ import numpy as np
 from common import device_label
 
 from recsys import schema as S
-from recsys.baselines import FITTERS
 from recsys.config import ModelConfig, TrainConfig
-from recsys.evaluate import (
+from recsys.data.movielens import load_ml100k
+from recsys.evaluation.baselines import FITTERS
+from recsys.evaluation.metrics import (
     Split,
     evaluate_beyond_accuracy,
     evaluate_scores,
     leave_last_out,
     popularity_scores,
 )
-from recsys.movielens import load_ml100k
 
 if TYPE_CHECKING:  # torch is only imported when SASRec is trained
-    from recsys.train import TrainResult
+    from recsys.training.loop import TrainResult
 
 METRICS = ("hr_at_{k}", "ndcg_at_{k}", "mrr", "coverage_at_{k}", "novelty_at_{k}", "arp_at_{k}")
 
@@ -65,7 +66,7 @@ def to_sequences(records: list[dict[str, Any]]) -> tuple[list[list[int]], int]:
 def ml100k_sequences(cache_dir: Path, ties: str = "event_id") -> tuple[list[list[int]], int]:
     """(sequences, n_items): per-user time-ordered item indices, items numbered by first use.
 
-    Ratings in the same second are ordered by ``ties``: ``"event_id"`` (as ``recsys.features``
+    Ratings in the same second are ordered by ``ties``: ``"event_id"`` (as ``recsys.data.features``
     does; the id embeds the item id, so this order is lexicographic in item ids) or ``"file"``
     (the order of the data file).
     """
@@ -79,7 +80,7 @@ def ml100k_sequences(cache_dir: Path, ties: str = "event_id") -> tuple[list[list
 
 def synthetic_sequences(n_events: int, n_items: int, seed: int = 0) -> tuple[list[list[int]], int]:
     """(sequences, n_items) of about ``n_events`` synthetic events, 30 to 70 per user."""
-    from recsys.synthetic import generate
+    from recsys.data.synthetic import generate
 
     records = generate(
         n_users=max(n_events // 50, 1), n_items=n_items, events_per_user=(30, 70), days=30,
@@ -106,8 +107,8 @@ def run_model(
     device: str = "cpu",
 ) -> tuple[dict[str, float], TrainResult]:
     """Train SASRec with the given configs on ``device``, then score the test contexts (CPU)."""
-    from recsys.model import build_model, score_contexts
-    from recsys.train import train
+    from recsys.model.sasrec import build_model, score_contexts
+    from recsys.training.loop import train
 
     result = train(split, n_items, model_cfg, train_cfg, device=device)
     model = build_model(result.checkpoint)
@@ -196,7 +197,7 @@ def main() -> None:
 
     import torch
 
-    from recsys.train import resolve_device
+    from recsys.training.loop import resolve_device
 
     resolve_device(args.device)  # a GPU torch does not see: fail now, not after the baselines
     model_cfg = ModelConfig(max_len=args.max_len)

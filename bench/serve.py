@@ -75,8 +75,8 @@ def build_champion(settings: Settings, epochs: int, cache: Path) -> None:
     import pandas as pd
     from common import champion_from_store
 
-    from recsys import events
-    from recsys.movielens import load_ml100k
+    from recsys.data import events
+    from recsys.data.movielens import load_ml100k
 
     store = events.EventStore(settings.event_store_url)
     events.import_frame(store, pd.DataFrame.from_records(load_ml100k(None, cache)), "rating")
@@ -85,8 +85,8 @@ def build_champion(settings: Settings, epochs: int, cache: Path) -> None:
 
 def second_version(settings: Settings) -> tuple[str, str]:
     """(champion, new version): the champion's run registered again, for the reload."""
-    from recsys import pipeline
-    from recsys.registry import Registry
+    from recsys.registry.client import Registry
+    from recsys.release import pipeline
 
     champion = Registry(settings).alias(CHAMPION)
     if champion is None:
@@ -99,7 +99,7 @@ def request_mix(settings: Settings, n_users: int, seed: int) -> tuple[list, list
     import sqlalchemy as sa
 
     from recsys import schema as S
-    from recsys.events import EventStore, events_table
+    from recsys.data.events import EventStore, events_table
 
     store = EventStore(settings.event_store_url)
     with store.engine.connect() as conn:
@@ -380,7 +380,7 @@ def run_reload(
     args: argparse.Namespace, settings: Settings, work: Path, stack: ExitStack
 ) -> dict[str, Any]:
     """8 clients on a fresh API instance while the champion alias moves to another version."""
-    from recsys.registry import Registry
+    from recsys.registry.client import Registry
 
     old, new = second_version(settings)
     port = free_port()
@@ -487,7 +487,7 @@ def main() -> None:
     home = args.home or Path(tempfile.mkdtemp(prefix="recsys-bench-serve-"))
     settings = Settings.from_env({"RECSYS_HOME": str(home)})
     os.environ.update(child_env(settings))  # log_benchmark logs into the same home
-    from recsys.registry import Registry
+    from recsys.registry.client import Registry
 
     if Registry(settings).alias(CHAMPION) is None:
         t0 = time.perf_counter()

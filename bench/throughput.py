@@ -1,4 +1,4 @@
-"""Training throughput benchmark: tokens/s of ``recsys.train.train`` against a plain loop.
+"""Training throughput benchmark: tokens/s of ``recsys.training.loop.train`` against a plain loop.
 
     .venv/bin/python bench/throughput.py --no-mlflow                  # CPU, MovieLens-100K
     python bench/throughput.py --device cuda --batch-sizes 64 256     # on a GPU
@@ -40,7 +40,7 @@ import numpy as np
 from common import device_label
 
 from recsys.config import ModelConfig, TrainConfig
-from recsys.evaluate import Split, leave_last_out
+from recsys.evaluation.metrics import Split, leave_last_out
 
 VARIANTS: dict[str, dict[str, Any]] = {  # train() rows: TrainConfig overrides
     "train": {},
@@ -70,8 +70,8 @@ def reference_tokens_per_s(
     """Targets per second of the plain loop described in the module docstring."""
     import torch
 
-    from recsys.model import SASRec
-    from recsys.train import build_windows
+    from recsys.model.sasrec import SASRec
+    from recsys.training.loop import build_windows
 
     torch.manual_seed(cfg.seed)
     dev = torch.device(device)
@@ -107,7 +107,7 @@ def train_tokens_per_s(
     split: Split, n_items: int, model_cfg: ModelConfig, cfg: TrainConfig, device: str
 ) -> tuple[float, float]:
     """(warm-up wall seconds, tokens/s of the second call) of ``train()`` with ``cfg``."""
-    from recsys.train import train
+    from recsys.training.loop import train
 
     t0 = time.perf_counter()
     train(split, n_items, model_cfg, dataclasses.replace(cfg, epochs=1), device=device)
@@ -134,7 +134,7 @@ def main() -> None:
 
     import torch
 
-    from recsys.train import resolve_device
+    from recsys.training.loop import resolve_device
 
     device = str(resolve_device(args.device or "auto"))
     if args.data == "long":

@@ -25,13 +25,13 @@ def _print(result: Any, as_json: bool, lines: list[str] | None = None) -> None:
 
 
 def cmd_events_import(args: argparse.Namespace, settings: Settings) -> None:
-    from recsys import event_files, events
+    from recsys.data import event_files, events
 
     store = events.EventStore(settings.event_store_url)
     if args.movielens_100k is not None or args.movielens is not None:
         import pandas as pd
 
-        from recsys import movielens
+        from recsys.data import movielens
 
         if args.movielens is not None:
             path = Path(args.movielens)
@@ -61,8 +61,8 @@ def cmd_events_import(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> None:
-    from recsys import collect, features, validate
-    from recsys.lake import Interval
+    from recsys.data import collect, features, validate
+    from recsys.data.lake import Interval
 
     interval = Interval.parse(args.start, args.end)
     collected = collect.run(settings, interval)
@@ -86,8 +86,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> None:
-    from recsys import pipeline
     from recsys.config import PipelineConfig
+    from recsys.release import pipeline
 
     cfg = PipelineConfig()
     if args.epochs is not None:
@@ -115,16 +115,16 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> None:
-    from recsys import pipeline
-    from recsys.registry import Registry
+    from recsys.registry.client import Registry
+    from recsys.release import pipeline
 
     run_id = args.run_id or Registry(settings).version(args.version).run_id
     _print(pipeline.evaluate(settings, run_id), args.json)
 
 
 def cmd_promote(args: argparse.Namespace, settings: Settings) -> None:
-    from recsys import promote
-    from recsys.registry import Registry
+    from recsys.registry.client import Registry
+    from recsys.release import promote
 
     version = args.version
     if version is None:
@@ -144,7 +144,7 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def registry_state(settings: Settings) -> list[dict[str, Any]]:
-    from recsys.registry import Registry
+    from recsys.registry.client import Registry
 
     reg = Registry(settings)
     rows = []
@@ -187,8 +187,8 @@ def cmd_registry(args: argparse.Namespace, settings: Settings) -> None:
 
 def _alias_log(settings: Settings, alias: str) -> Any:
     """The alias log, first brought in step with MLflow (moves made outside recsys recorded)."""
-    from recsys import aliases
-    from recsys.registry import Registry
+    from recsys.registry import aliases
+    from recsys.registry.client import Registry
 
     alias_log = aliases.AliasLog(settings.event_store_url)
     aliases.reconcile(Registry(settings), alias_log, alias)
@@ -202,7 +202,7 @@ def cmd_registry_history(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_registry_live_at(args: argparse.Namespace, settings: Settings) -> None:
-    from recsys.aliases import parse_time
+    from recsys.registry.aliases import parse_time
 
     when = parse_time(args.time)
     move = _alias_log(settings, args.alias).live_at(args.alias, when)
@@ -225,8 +225,8 @@ def cmd_registry_live_at(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> None:
-    from recsys import aliases
-    from recsys.registry import Registry
+    from recsys.registry import aliases
+    from recsys.registry.client import Registry
 
     alias_log = aliases.AliasLog(settings.event_store_url)
     try:
@@ -245,7 +245,7 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_quarantine_list(args: argparse.Namespace, settings: Settings) -> None:
-    from recsys.quarantine import list_quarantined
+    from recsys.data.quarantine import list_quarantined
 
     rows = list_quarantined(settings)
     lines = [
@@ -257,7 +257,7 @@ def cmd_quarantine_list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_quarantine_release(args: argparse.Namespace, settings: Settings) -> None:
-    from recsys.quarantine import release
+    from recsys.data.quarantine import release
 
     result = release(settings, args.partition)
     if result["released"]:
@@ -276,14 +276,14 @@ def cmd_quarantine_release(args: argparse.Namespace, settings: Settings) -> None
 
 
 def cmd_lineage(args: argparse.Namespace, settings: Settings) -> None:
-    from recsys import lineage
+    from recsys.registry import lineage
 
     info = lineage.of_version(settings, args.version)
     _print(info, args.json, lineage.format_lineage(info))
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
-    from recsys.serve import serve
+    from recsys.serving.app import serve
 
     serving = ServingConfig(
         exploration_share=args.exploration_share, max_k=args.max_k, state_cache=args.state_cache,
@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH_OR_URL",
         help="a .csv, .parquet or .jsonl file (.csv.gz, .jsonl.gz) in the event schema: a local "
         "path or an fsspec URL (file://, memory://, s3://, ...). Bad rows are rejected, the rest "
-        "load (limits: recsys.event_files.ImportLimits): user_id, item_id and event_time are "
+        "load (limits: recsys.data.event_files.ImportLimits): user_id, item_id and event_time are "
         "required; ids are text or integers of at most 128 characters without whitespace; "
         "event_time and ingested_at ISO-8601 or Unix seconds from 1995-01-01 to now + 1 day; "
         f"event_type one of {', '.join(S.EVENT_TYPES)}; value a finite number; no NUL or invalid "

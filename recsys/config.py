@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from recsys.lake import LakePath, lake_path
+from recsys.data.lake import LakePath, lake_path
 
 REGISTERED_MODEL = "recsys"
 EXPERIMENT = "recsys"

@@ -32,7 +32,7 @@ def _interval() -> Any:
     """The run's data interval; refuse runs that have none (a manual trigger without a date)."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from recsys.lake import Interval
+    from recsys.data.lake import Interval
 
     ctx = get_current_context()
     start, end = ctx.get("data_interval_start"), ctx.get("data_interval_end")
@@ -57,7 +57,7 @@ def _run_context() -> dict[str, str]:
 @task
 def collect() -> dict[str, Any]:
     """Copy the events ingested in this data interval from the event store into staging."""
-    from recsys import collect as stage
+    from recsys.data import collect as stage
 
     return stage.run(_settings(), _interval())
 
@@ -65,7 +65,7 @@ def collect() -> dict[str, Any]:
 @task
 def validate(collected: dict[str, Any]) -> dict[str, Any]:
     """Gate the partition with the Great Expectations suite; quarantine it if it fails."""
-    from recsys import validate as stage
+    from recsys.data import validate as stage
 
     result = stage.run(_settings(), _interval())
     if not result["success"]:
@@ -82,7 +82,7 @@ def online_ctr() -> list[dict[str, Any]]:
     online CTR per model version, kept in the lake under ``online/ctr/<interval>/``."""
     import datetime as dt
 
-    from recsys import impressions
+    from recsys.data import impressions
 
     settings = _settings()
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -92,7 +92,7 @@ def online_ctr() -> list[dict[str, Any]]:
 @task
 def build_features(validated: dict[str, Any]) -> dict[str, Any]:
     """Rebuild per-user sequences and grow the item index; publishes the features Asset."""
-    from recsys import features as stage
+    from recsys.data import features as stage
 
     if validated["rows"] == 0:
         _skip(f"no events were ingested in {validated['interval']}: features are unchanged")
@@ -108,8 +108,8 @@ def build_features(validated: dict[str, Any]) -> dict[str, Any]:
 @task(pool=TRAINING_POOL)
 def train(mode: str) -> dict[str, Any]:
     """Train a model (full or incremental) and log it as an MLflow run."""
-    from recsys import pipeline
     from recsys.config import PipelineConfig
+    from recsys.release import pipeline
 
     cfg = PipelineConfig()
     epochs = get_current_context()["params"].get("epochs")
@@ -124,7 +124,7 @@ def train(mode: str) -> dict[str, Any]:
 @task
 def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
     """Full-ranking HR@10 / NDCG@10 of the model and of the popularity baseline."""
-    from recsys import pipeline
+    from recsys.release import pipeline
 
     return pipeline.evaluate(_settings(), trained["run_id"])
 
@@ -132,7 +132,7 @@ def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
 @task
 def register(evaluated: dict[str, Any]) -> dict[str, Any]:
     """Register the model as a new version with alias ``challenger``."""
-    from recsys import pipeline
+    from recsys.release import pipeline
 
     return pipeline.register(_settings(), evaluated["run_id"])
 
@@ -140,7 +140,7 @@ def register(evaluated: dict[str, Any]) -> dict[str, Any]:
 @task(pool=TRAINING_POOL)
 def promote(registered: dict[str, Any]) -> dict[str, Any]:
     """Move ``champion`` to the challenger only if it beats the champion on the same data."""
-    from recsys import promote as stage
+    from recsys.release import promote as stage
 
     return stage.run(_settings(), registered["version"])
 
@@ -166,6 +166,6 @@ def release(mode: str) -> Any:
 @task
 def online_guard() -> dict[str, Any]:
     """Roll ``champion`` back if its online CTR dropped clearly below its predecessor's."""
-    from recsys import online_guard as guard
+    from recsys.release import online_guard as guard
 
     return guard.check(_settings())  # logs a warning, and records the move, when it rolls back

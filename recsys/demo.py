@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.config import TRAINING_POOL, Settings
-from recsys.lake import Interval
+from recsys.data.lake import Interval
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +224,8 @@ class AirflowDB:
 
 
 def _snapshot_hashes(settings: Settings, intervals: list[Any]) -> list[str]:
-    from recsys.features import INTERACTIONS
-    from recsys.lake import Lake, file_sha256
+    from recsys.data.features import INTERACTIONS
+    from recsys.data.lake import Lake, file_sha256
 
     lake = Lake(settings.lake_root)
     return [file_sha256(lake.snapshot(iv) / INTERACTIONS) for iv in intervals]
@@ -350,7 +350,7 @@ def _import_events(settings: Settings, env: dict[str, str], plan: Plan) -> str:
     if plan.synthetic:
         import pandas as pd
 
-        from recsys import synthetic
+        from recsys.data import synthetic
 
         start = dt.datetime.combine(plan.start, dt.time())
         records = synthetic.generate(

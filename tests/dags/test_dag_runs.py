@@ -8,8 +8,8 @@ import pandas as pd
 import pendulum
 import pytest
 
-from recsys import events, synthetic
-from recsys.lake import EVENTS, Interval, Lake
+from recsys.data import events, synthetic
+from recsys.data.lake import EVENTS, Interval, Lake
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def _ingest(dagbag, day: int):
 
 def test_ingest_retrain_finetune_loop(airflow_db, settings, dagbag):
     from recsys.config import CHAMPION
-    from recsys.registry import Registry
+    from recsys.registry.client import Registry
 
     store = events.EventStore(settings.event_store_url)
     store.append(events.prepare_rows(synthetic.generate(n_users=120, n_items=80, days=5)))
@@ -125,7 +125,7 @@ def test_bad_partition_is_quarantined_and_stops_downstream(airflow_db, settings,
 def test_rerunning_collected_intervals_reproduces_byte_identical_features(
     airflow_db, settings, dagbag
 ):
-    from recsys.features import INTERACTIONS
+    from recsys.data.features import INTERACTIONS
 
     events.EventStore(settings.event_store_url).append(
         events.prepare_rows(synthetic.generate(n_users=30, n_items=20, days=2))
@@ -186,7 +186,7 @@ def test_an_interval_builds_its_features_only_after_the_interval_before_it(
 
     from sqlalchemy.exc import OperationalError
 
-    from recsys.features import MANIFEST
+    from recsys.data.features import MANIFEST
 
     events.EventStore(settings.event_store_url).append(
         events.prepare_rows(synthetic.generate(n_users=30, n_items=20, days=2))

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys import collect, events, features, synthetic, validate
 from recsys import schema as S
-from recsys.lake import EVENTS, MANIFEST, CorruptPartitionError, Interval, Lake
+from recsys.data import collect, events, features, synthetic, validate
+from recsys.data.lake import EVENTS, MANIFEST, CorruptPartitionError, Interval, Lake
 
 START = dt.datetime(2024, 1, 1)
 
@@ -46,7 +46,7 @@ def test_every_event_lands_exactly_once_across_reruns(settings, store):
 def test_crash_before_the_manifest_leaves_nothing_visible_and_a_rerun_repairs_it(
     settings, store, monkeypatch
 ):
-    import recsys.lake as lake_module
+    import recsys.data.lake as lake_module
 
     real = lake_module.write_json
 

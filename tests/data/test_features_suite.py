@@ -4,14 +4,14 @@ import pandas as pd
 import pytest
 
 from recsys import schema as S
-from recsys.features import (
+from recsys.data.features import (
     InvalidFeaturesError,
     audit_frame,
     build_interactions,
     check_snapshot,
     extend_item_index,
 )
-from recsys.validate import EVENT_TS, load_suite, validate_frame
+from recsys.data.validate import EVENT_TS, load_suite, validate_frame
 
 
 def _interactions():

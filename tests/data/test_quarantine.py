@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from recsys import collect, events, features, quarantine, validate
 from recsys.config import ENV_LAKE, Settings
-from recsys.lake import Interval, Lake, lake_path, read_json, read_parquet
+from recsys.data import collect, events, features, quarantine, validate
+from recsys.data.lake import Interval, Lake, lake_path, read_json, read_parquet
 
 DAY = Interval.parse("2024-01-01", "2024-01-02")
 NEXT = Interval.parse("2024-01-02", "2024-01-03")
@@ -84,7 +84,7 @@ def test_release_refuses_what_is_not_quarantined(settings, quarantined, bad_id, 
 
 
 def _corrupt_partition(settings):
-    from recsys.lake import EVENTS, CorruptPartitionError, publish
+    from recsys.data.lake import EVENTS, CorruptPartitionError, publish
 
     lake = Lake(settings.lake_root)
     publish(pd.DataFrame({"a": range(50)}), lake.partition("raw", DAY), {"validation": {}})
@@ -110,7 +110,7 @@ def test_a_corrupt_partition_is_moved_to_the_quarantine_with_its_reason(settings
 
 
 def test_a_partition_republished_while_read_is_not_quarantined(settings):
-    from recsys.lake import publish
+    from recsys.data.lake import publish
 
     lake, err = _corrupt_partition(settings)
     publish(pd.DataFrame({"a": range(50)}), lake.partition("raw", DAY), {})  # a concurrent rerun

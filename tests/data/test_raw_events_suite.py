@@ -6,8 +6,8 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from recsys import collect, events, validate
-from recsys.lake import EVENTS, REPORT, Interval, Lake
+from recsys.data import collect, events, validate
+from recsys.data.lake import EVENTS, REPORT, Interval, Lake
 
 DAY = Interval.parse("2024-01-01", "2024-01-02")
 

@@ -12,10 +12,11 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from recsys import collect, events, features, pipeline, promote, synthetic, validate
 from recsys.config import PipelineConfig, Settings, TrainConfig
-from recsys.lake import Interval
-from recsys.serve import create_app
+from recsys.data import collect, events, features, synthetic, validate
+from recsys.data.lake import Interval
+from recsys.release import pipeline, promote
+from recsys.serving.app import create_app
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys import synthetic
-from recsys.lake import Interval, Lake, read_json
+from recsys.data import synthetic
+from recsys.data.lake import Interval, Lake, read_json
 
 pytestmark = pytest.mark.slow
 
@@ -173,7 +173,7 @@ def _in_process(settings, *args, check=True):
 
 def _tiny_versions(settings, tmp_path, n):
     """``n`` registered versions that share one placeholder artifact folder: no training."""
-    from recsys.registry import Registry
+    from recsys.registry.client import Registry
 
     reg = Registry(settings)
     reg.client.create_registered_model(reg.name)
@@ -186,7 +186,7 @@ def _tiny_versions(settings, tmp_path, n):
 
 
 def test_alias_history_live_at_and_rollback(settings, tmp_path):
-    from recsys import aliases
+    from recsys.registry import aliases
 
     reg = _tiny_versions(settings, tmp_path, 3)
     reg.set_alias("champion", "1")  # by hand, before the alias log existed

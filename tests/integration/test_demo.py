@@ -27,7 +27,7 @@ def _in_use(port: int) -> bool:
 
 def test_demo_runs_the_whole_loop_and_stops_everything(tmp_path):
     from recsys.config import CHAMPION, Settings
-    from recsys.registry import Registry
+    from recsys.registry.client import Registry
 
     api, airflow = _free_port(), _free_port()
     env = {**os.environ, "RECSYS_HOME": str(tmp_path / "home")}

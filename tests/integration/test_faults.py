@@ -24,22 +24,14 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from recsys import (
-    aliases,
-    cli,
-    collect,
-    events,
-    features,
-    pipeline,
-    promote,
-    quarantine,
-    synthetic,
-    validate,
-)
+from recsys import cli
 from recsys import schema as S
 from recsys.config import CHAMPION, ModelConfig, PipelineConfig, Settings, TrainConfig
-from recsys.lake import EVENTS, CorruptPartitionError, Interval, Lake, file_sha256, read_json
-from recsys.registry import Registry
+from recsys.data import collect, events, features, quarantine, synthetic, validate
+from recsys.data.lake import EVENTS, CorruptPartitionError, Interval, Lake, file_sha256, read_json
+from recsys.registry import aliases
+from recsys.registry.client import Registry
+from recsys.release import pipeline, promote
 
 pytestmark = pytest.mark.slow
 
@@ -113,8 +105,8 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     import torch
-    import recsys.train as T
-    from recsys import pipeline
+    import recsys.training.loop as T
+    from recsys.release import pipeline
     from recsys.config import Settings
     from tests.integration.test_faults import KILLED
 
@@ -310,7 +302,7 @@ def test_corrupt_partition_is_quarantined_reported_and_repaired_by_recollecting(
     path.write_bytes(bytes(data))
     damaged = file_sha256(path)
 
-    with caplog.at_level(logging.ERROR, logger="recsys.quarantine"):
+    with caplog.at_level(logging.ERROR, logger="recsys.data.quarantine"):
         with pytest.raises(CorruptPartitionError, match="does not match its manifest") as err:
             features.run(home, _day(1))
     message = str(err.value)

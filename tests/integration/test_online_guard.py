@@ -4,10 +4,11 @@ import datetime as dt
 
 import pytest
 
-from recsys import aliases, events
 from recsys.config import CHAMPION
-from recsys.impressions import Impression, ImpressionLog
-from recsys.online_guard import OnlineGuardConfig, check, ctr_dropped
+from recsys.data import events
+from recsys.data.impressions import Impression, ImpressionLog
+from recsys.registry import aliases
+from recsys.release.online_guard import OnlineGuardConfig, check, ctr_dropped
 from tests.integration.test_cli import _tiny_versions
 
 CFG = OnlineGuardConfig(min_impressions=100)

@@ -6,9 +6,11 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from recsys import aliases, events, pipeline, promote, synthetic
 from recsys.config import CHALLENGER, CHAMPION, PipelineConfig, Settings, TrainConfig
-from recsys.registry import Registry
+from recsys.data import events, synthetic
+from recsys.registry import aliases
+from recsys.registry.client import Registry
+from recsys.release import pipeline, promote
 from tests.integration.test_serve import _ingest
 
 pytestmark = pytest.mark.slow
@@ -35,7 +37,7 @@ def release(settings, cfg):
 def test_gate_end_to_end(home, tmp_path, monkeypatch):
     # The latency guard-rail is tested in tests/unit/test_gate.py; here the tests run beside
     # others on two busy cores, where a p95 over a few milliseconds is noise, not the model.
-    from recsys.gate import DEFAULT_CONFIG
+    from recsys.release.gate import DEFAULT_CONFIG
 
     relaxed = (
         Path(DEFAULT_CONFIG).read_text().replace("latency_max_ms = 50.0", "latency_max_ms = 1e9")
@@ -114,9 +116,9 @@ def test_gate_is_deterministic(home):
 def test_shadow_comparison_replays_the_champions_recent_requests(home, tmp_path):
     import datetime as dt
 
-    from recsys.events import EventStore
-    from recsys.impressions import Impression, ImpressionLog
-    from recsys.recommender import Recommender
+    from recsys.data.events import EventStore
+    from recsys.data.impressions import Impression, ImpressionLog
+    from recsys.model.recommender import Recommender
 
     reg = Registry(home)
     if len(reg.versions()) < 2:

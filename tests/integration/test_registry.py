@@ -7,7 +7,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import BAD_REQUEST, TEMPORARILY_UNAVAILABLE
 
 from recsys.config import CHAMPION
-from recsys.registry import Registry
+from recsys.registry.client import Registry
 
 
 @pytest.fixture

@@ -13,11 +13,12 @@ from unittest import mock
 import pytest
 from fastapi.testclient import TestClient
 
-from recsys import collect, events, features, impressions, pipeline, promote, synthetic, validate
 from recsys.config import CHAMPION, PipelineConfig, ServingConfig, TrainConfig
-from recsys.lake import Interval
-from recsys.registry import Registry
-from recsys.serve import create_app
+from recsys.data import collect, events, features, impressions, synthetic, validate
+from recsys.data.lake import Interval
+from recsys.registry.client import Registry
+from recsys.release import pipeline, promote
+from recsys.serving.app import create_app
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +89,7 @@ def test_recommendations_exclude_seen_items_and_name_the_model(client, served):
 
 
 def test_every_list_is_exactly_the_documented_response(client):
-    from recsys.serve import RecommendationsOut
+    from recsys.serving.app import RecommendationsOut
 
     answers = [
         client.get("/recommendations/u1", params={"k": 5}),  # ranked by the model
@@ -413,7 +414,7 @@ def test_a_registry_outage_keeps_serving_and_shows_in_health(client, served, mon
     # a version that fails to load is not swapped in either
     Registry(settings).set_alias(CHAMPION, v2)
     broken = mock.Mock(side_effect=RuntimeError("corrupt checkpoint"))
-    monkeypatch.setattr("recsys.serve.Recommender.load", broken)
+    monkeypatch.setattr("recsys.serving.app.Recommender.load", broken)
     assert holder.refresh() is False and broken.called
     assert client.get("/recommendations/u1").json()["model_version"] == v1
     assert "corrupt checkpoint" in client.get("/health").json()["last_error"]
@@ -477,7 +478,7 @@ def _artifact(settings, run_id, path, tmp_path):
 
 
 def test_the_run_page_compares_the_model_with_every_baseline(served, tmp_path):
-    from recsys.baselines import FITTERS
+    from recsys.evaluation.baselines import FITTERS
 
     settings, v1, _ = served
     reg = Registry(settings)
@@ -524,8 +525,8 @@ def test_the_run_page_has_the_plots_with_their_numbers(served, tmp_path):
 
 
 def test_evaluating_again_replaces_the_report_and_keeps_the_promotion_metric(served, tmp_path):
-    from recsys import features
-    from recsys.model import Checkpoint
+    from recsys.data import features
+    from recsys.model.sasrec import Checkpoint
 
     settings, _, v2 = served
     reg = Registry(settings)
@@ -566,8 +567,8 @@ def test_registered_versions_have_a_signature_and_a_working_input_example(served
 def test_the_server_freezes_what_it_loaded_before_it_starts(served, monkeypatch):
     import gc
 
-    from recsys import serve as serving
     from recsys.config import ServingConfig
+    from recsys.serving import app as serving
 
     settings, v1, _ = served
     Registry(settings).set_alias(CHAMPION, v1)

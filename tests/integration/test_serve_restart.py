@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from recsys import collect, events, features, pipeline, synthetic, validate
 from recsys.config import CHAMPION, PipelineConfig, Settings, TrainConfig
-from recsys.lake import Interval
-from recsys.registry import Registry
+from recsys.data import collect, events, features, synthetic, validate
+from recsys.data.lake import Interval
+from recsys.registry.client import Registry
+from recsys.release import pipeline
 
 pytestmark = pytest.mark.slow
 

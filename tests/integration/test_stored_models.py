@@ -22,7 +22,7 @@ ITEM_IDS = [f"i{i}" for i in range(1, 13)]  # what generate.py stored
 def stored(request, settings, tmp_path):
     """The fixture registered as version 1 and made champion; the event store on each backend."""
     from recsys.config import CHAMPION
-    from recsys.registry import Registry
+    from recsys.registry.client import Registry
 
     if request.param == "postgresql":
         settings = dataclasses.replace(
@@ -51,7 +51,7 @@ def test_a_version_registered_before_the_move_loads_as_pyfunc(stored):
 
 
 def test_a_version_registered_before_the_move_serves(stored):
-    from recsys.serve import create_app
+    from recsys.serving.app import create_app
 
     settings, version = stored
     with TestClient(create_app(settings, poll_seconds=0)) as client:

@@ -54,7 +54,7 @@ def _call(method: str, url: str, token: str | None = None, body: Any = None) -> 
 def _events_file(path: Path) -> Path:
     import pandas as pd
 
-    from recsys import synthetic
+    from recsys.data import synthetic
 
     start = dt.datetime.combine(START, dt.time())
     records = synthetic.generate(n_users=60, n_items=40, start=start, days=DAYS, seed=3)
@@ -68,9 +68,9 @@ def test_celery_postgres_redis_and_an_mlflow_server_run_the_loop(tmp_path, postg
 
     from recsys import demo
     from recsys.config import CHAMPION, TRAINING_POOL, Settings
-    from recsys.features import MANIFEST
-    from recsys.lake import Interval, Lake
-    from recsys.registry import Registry
+    from recsys.data.features import MANIFEST
+    from recsys.data.lake import Interval, Lake
+    from recsys.registry.client import Registry
 
     t0 = time.time()
     airflow_db, mlflow_db, events_db = postgres_db(), postgres_db(), postgres_db()

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from recsys import aliases
-from recsys.aliases import AliasBlocked, AliasConflict, AliasLog, NothingToRollBack
+from recsys.registry import aliases
+from recsys.registry.aliases import AliasBlocked, AliasConflict, AliasLog, NothingToRollBack
 
 T0 = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 ME = "cli:tester@host"

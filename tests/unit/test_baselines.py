@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from recsys import baselines
-from recsys.baselines import (
+from recsys.evaluation import baselines
+from recsys.evaluation.baselines import (
     FITTERS,
     evaluate_baselines,
     fit_ease,
@@ -16,7 +16,7 @@ from recsys.baselines import (
     fit_popularity,
     interaction_matrix,
 )
-from recsys.evaluate import evaluate_popularity, evaluate_scores, leave_last_out, top_k
+from recsys.evaluation.metrics import evaluate_popularity, evaluate_scores, leave_last_out, top_k
 
 N_CHAIN = 10
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from recsys.evaluate import (
+from recsys.evaluation.metrics import (
     catalogue_coverage,
     evaluate_beyond_accuracy,
     novelty,

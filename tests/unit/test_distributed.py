@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from recsys.evaluate import evaluate_model, evaluate_popularity, leave_last_out
-from recsys.model import Checkpoint, build_model
-from recsys.train import train
+from recsys.evaluation.metrics import evaluate_model, evaluate_popularity, leave_last_out
+from recsys.model.sasrec import Checkpoint, build_model
+from recsys.training.loop import train
 from tests.unit.test_train import MODEL, N_ITEMS, TRAIN, walks
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -28,7 +28,8 @@ def test_two_process_ddp_training_matches_single_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
     out = tmp_path / "ddp.pt"
     proc = subprocess.run(
-        [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "recsys.distributed",
+        [str(TORCHRUN), "--standalone", "--nproc-per-node", "2",
+         "-m", "recsys.training.distributed",
          "--sequences", str(tmp_path / "seqs.json"), "--config", str(tmp_path / "cfg.json"),
          "--out", str(out)],  # fmt: skip
         env=env, capture_output=True, text=True, timeout=300,

@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-from recsys import drift
 from recsys import schema as S
 from recsys.config import DriftCheck, DriftPolicy
+from recsys.data import drift
 
 
 def _frame(users, items, types):

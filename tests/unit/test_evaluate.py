@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from recsys.evaluate import (
+from recsys.evaluation.metrics import (
     Split,
     evaluate_popularity,
     evaluate_scores,
@@ -131,7 +131,7 @@ def test_rank_targets_in_blocks_matches_one_block(monkeypatch):
     targets = rng.integers(1, 12, size=7).tolist()
     contexts = [rng.integers(1, 12, size=n).tolist() for n in range(7)]
     whole = rank_targets(scores, targets, contexts)
-    monkeypatch.setattr("recsys.evaluate.RANK_BLOCK", 3)
+    monkeypatch.setattr("recsys.evaluation.metrics.RANK_BLOCK", 3)
     np.testing.assert_array_equal(rank_targets(scores, targets, contexts), whole)
 
 

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from recsys import event_files, events, movielens
 from recsys import schema as S
+from recsys.data import event_files, events, movielens
 
 
 def test_prepare_rows_normalises_times_and_replays_ingestion():

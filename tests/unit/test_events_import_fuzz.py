@@ -2,7 +2,7 @@
 
 Each generated record is tagged: ``good`` (must load), ``bad`` (must be rejected) or ``any`` (random
 types and text: either, but never a crash). The oracle below is written independently of
-``recsys.events`` so that the two can disagree.
+``recsys.data.events`` so that the two can disagree.
 """
 
 import csv
@@ -20,8 +20,9 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recsys import cli, event_files, events
+from recsys import cli
 from recsys import schema as S
+from recsys.data import event_files, events
 
 NOW = dt.datetime(2026, 6, 1, 12)
 EARLIEST, LATEST = dt.datetime(1995, 1, 1), NOW + dt.timedelta(days=1)

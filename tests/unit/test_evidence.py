@@ -5,12 +5,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from recsys.evaluate import evaluate_model, leave_last_out
-from recsys.evidence import gather, latency_p95_ms, latency_sample, smoke
-from recsys.gate import GateConfig, ndcg_per_user
-from recsys.model import build_model
-from recsys.recommender import Recommender
-from recsys.train import train
+from recsys.evaluation.metrics import evaluate_model, leave_last_out
+from recsys.model.recommender import Recommender
+from recsys.model.sasrec import build_model
+from recsys.release.evidence import gather, latency_p95_ms, latency_sample, smoke
+from recsys.release.gate import GateConfig, ndcg_per_user
+from recsys.training.loop import train
 from tests.unit.test_train import MODEL, N_ITEMS, TRAIN, walks
 
 ITEM_IDS = [f"item-{i}" for i in range(1, N_ITEMS + 1)]

@@ -1,8 +1,8 @@
 import pandas as pd
 
 from recsys import schema as S
-from recsys.features import build_interactions, extend_item_index, to_sequences
-from recsys.validate import EVENT_TS
+from recsys.data.features import build_interactions, extend_item_index, to_sequences
+from recsys.data.validate import EVENT_TS
 
 
 def _events(rows):

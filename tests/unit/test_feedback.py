@@ -5,10 +5,10 @@ import datetime as dt
 
 import pytest
 
-from recsys import events
 from recsys.config import ServingConfig
-from recsys.feedback import Popularity, RecentEvents, merge_history
-from recsys.recommender import POPULAR
+from recsys.data import events
+from recsys.model.recommender import POPULAR
+from recsys.serving.feedback import Popularity, RecentEvents, merge_history
 
 
 class Clock:

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from recsys.gate import GateConfig, ModelEvidence, decide, ndcg_per_user, paired_bootstrap
+from recsys.release.gate import GateConfig, ModelEvidence, decide, ndcg_per_user, paired_bootstrap
 
 CFG = GateConfig(n_boot=500)
 N = 400

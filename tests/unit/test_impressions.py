@@ -7,8 +7,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from recsys import events
-from recsys.impressions import (
+from recsys.data import events
+from recsys.data.impressions import (
     ATTRIBUTION,
     Click,
     Impression,
@@ -192,7 +192,7 @@ def test_the_writer_gathers_a_batch_before_it_commits(tmp_path):
 
 
 def test_the_writer_wakes_by_itself_after_the_linger_and_at_a_full_batch(tmp_path, monkeypatch):
-    monkeypatch.setattr("recsys.impressions.WRITE_BATCH", 4)
+    monkeypatch.setattr("recsys.data.impressions.WRITE_BATCH", 4)
     log = ImpressionLog(sa.create_engine(f"sqlite:///{tmp_path / 'e.db'}"), linger_s=0.2)
     batches = []
     log.write = lambda batch: batches.append(len(batch))
@@ -217,8 +217,8 @@ def test_the_writer_wakes_by_itself_after_the_linger_and_at_a_full_batch(tmp_pat
 def test_collect_ctr_writes_the_interval_and_rewrites_the_one_before_final(tmp_path):
     import json
 
-    from recsys.impressions import collect_ctr, ctr_path
-    from recsys.lake import Interval
+    from recsys.data.impressions import collect_ctr, ctr_path
+    from recsys.data.lake import Interval
 
     url = f"sqlite:///{tmp_path / 'e.db'}"
     store = events.EventStore(url)

@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from recsys.lake import Interval
+from recsys.data.lake import Interval
 
 
 def test_interval_id_round_trips_and_sorts_by_time():
@@ -32,7 +32,7 @@ def test_interval_rejects_garbage():
 def test_a_failed_json_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     import json
 
-    from recsys.lake import write_json
+    from recsys.data.lake import write_json
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -48,7 +48,7 @@ def test_a_corrupt_partition_names_itself_and_both_hashes(tmp_path):
 
     import pandas as pd
 
-    from recsys.lake import EVENTS, CorruptPartitionError, Lake, publish
+    from recsys.data.lake import EVENTS, CorruptPartitionError, Lake, publish
 
     lake, day = Lake(tmp_path), Interval.parse("2024-01-01", "2024-01-02")
     manifest = publish(pd.DataFrame({"a": range(50)}), lake.partition("raw", day), {})
@@ -69,7 +69,7 @@ def test_a_corrupt_partition_names_itself_and_both_hashes(tmp_path):
 @pytest.fixture(params=["local", "s3"])
 def lake(request, tmp_path):
     """A lake on a local folder, and one on S3 (moto's server): the same code must hold on both."""
-    from recsys.lake import Lake
+    from recsys.data.lake import Lake
 
     if request.param == "local":
         return Lake(tmp_path / "lake")
@@ -79,7 +79,7 @@ def lake(request, tmp_path):
 def test_a_partition_round_trips_and_is_listed_once_complete(lake):
     import pandas as pd
 
-    from recsys.lake import EVENTS, MANIFEST, publish, unpublish
+    from recsys.data.lake import EVENTS, MANIFEST, publish, unpublish
 
     day, next_day = (
         Interval.parse("2024-01-01", "2024-01-02"),
@@ -102,7 +102,7 @@ def test_a_partition_round_trips_and_is_listed_once_complete(lake):
 def test_a_moved_partition_keeps_every_file_and_leaves_none_behind(lake):
     import pandas as pd
 
-    from recsys.lake import move_tree, publish, read_json, write_json
+    from recsys.data.lake import move_tree, publish, read_json, write_json
 
     day = Interval.parse("2024-01-01", "2024-01-02")
     source = lake.partition("quarantine", day)
@@ -137,7 +137,7 @@ def test_a_stale_lock_object_is_broken_and_a_live_one_times_out(tmp_path):
     import json
     import time
 
-    from recsys.lake import LockTimeout, lake_path, object_lock
+    from recsys.data.lake import LockTimeout, lake_path, object_lock
 
     path = lake_path(f"memory://{tmp_path.name}/.x.lock")
     path.write_bytes(json.dumps({"owner": "killed", "at": time.time() - 3600}).encode())
@@ -170,7 +170,7 @@ def test_a_lake_url_without_its_filesystem_is_refused_clearly(root, message):
 def test_local_paths_and_file_urls_stay_local(tmp_path):
     from pathlib import Path
 
-    from recsys.lake import lake_path
+    from recsys.data.lake import lake_path
 
     assert lake_path(f"file://{tmp_path}") == tmp_path.resolve()
     assert isinstance(lake_path(tmp_path / "x"), Path)

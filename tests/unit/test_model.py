@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from recsys.config import ModelConfig
-from recsys.model import Checkpoint, Dropout, SASRec, build_model, pad_left, score_contexts
+from recsys.model.sasrec import Checkpoint, Dropout, SASRec, build_model, pad_left, score_contexts
 
 CFG = ModelConfig(max_len=8, d_model=16, n_layers=2, n_heads=2, dropout=0.2)
 N_ITEMS = 20

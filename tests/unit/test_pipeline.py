@@ -1,6 +1,6 @@
 from types import SimpleNamespace
 
-from recsys.pipeline import TAG_FEATURES_VERSION, TAG_MODE, TAG_PARENT, _already_finetuned
+from recsys.release.pipeline import TAG_FEATURES_VERSION, TAG_MODE, TAG_PARENT, _already_finetuned
 
 
 class FakeRegistry:

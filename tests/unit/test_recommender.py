@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from recsys.config import ModelConfig
-from recsys.model import Checkpoint, SASRec, score_contexts
-from recsys.recommender import (
+from recsys.model.recommender import (
     EXPLORE,
     MODEL,
     Recommender,
@@ -14,6 +13,7 @@ from recsys.recommender import (
     exploration_slots,
     request_seed,
 )
+from recsys.model.sasrec import Checkpoint, SASRec, score_contexts
 
 CFG = ModelConfig(max_len=8, d_model=16, n_layers=2, n_heads=2, dropout=0.0)
 N_ITEMS = 20

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from recsys import report
+from recsys.evaluation import report
 
 # Items 1..4, training counts 5, 3, 2, 0 (total 10); column 0 is padding.
 COUNTS = np.array([0.0, 5.0, 3.0, 2.0, 0.0])

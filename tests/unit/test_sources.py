@@ -12,8 +12,9 @@ import fsspec
 import pandas as pd
 import pytest
 
-from recsys import cli, event_files, events, movielens
+from recsys import cli
 from recsys import schema as S
+from recsys.data import event_files, events, movielens
 
 # (user, item, rating, timestamp): the same three ratings in every format below.
 RATINGS = [("196", "242", 3.0, 881250949), ("186", "302", 3.5, 891717742), ("22", "377", 1.0, 1)]

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from recsys import schema as S
-from recsys import synthetic
+from recsys.data import synthetic
 
 
 def _sha256(records):

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from recsys.config import ModelConfig, TrainConfig
-from recsys.evaluate import evaluate_model, evaluate_popularity, leave_last_out
-from recsys.model import SASRec, build_model, score_contexts
-from recsys.train import (
+from recsys.evaluation.metrics import evaluate_model, evaluate_popularity, leave_last_out
+from recsys.model.sasrec import SASRec, build_model, score_contexts
+from recsys.training.loop import (
     SoftmaxCrossEntropy,
     WeightAverage,
     build_windows,
@@ -191,7 +191,7 @@ def test_train_leaves_the_global_rng_alone(split):
 
 
 def test_lr_schedules_warm_up_then_hold_or_decay_to_zero():
-    from recsys.train import lr_at
+    from recsys.training.loop import lr_at
 
     const = TrainConfig(lr=1e-3, epochs=10, warmup_epochs=0)
     assert [lr_at(const, p) for p in (0.0, 5.0, 10.0)] == [1e-3] * 3
@@ -212,7 +212,7 @@ def test_lr_schedules_warm_up_then_hold_or_decay_to_zero():
 
 
 def test_the_optimizer_follows_the_schedule_and_bad_schedules_are_refused(split):
-    from recsys.train import lr_at
+    from recsys.training.loop import lr_at
 
     cfg = dataclasses.replace(TRAIN, epochs=2, eval_every=1, schedule="cosine")
     result = train(split, N_ITEMS, MODEL, cfg)
@@ -230,7 +230,7 @@ def test_an_epoch_weighs_every_target_alike_whatever_its_batch(monkeypatch, dens
     steps must move the weights like ``n_batches`` steps on the mean loss over all targets,
     as if batches were uniform: a target of a short history is not worth more than another.
     Both forms of a step: the CPU's (indexed, chunked loss) and the GPU's (dense loss)."""
-    import recsys.train as T
+    import recsys.training.loop as T
 
     monkeypatch.setattr(T, "GRAD_CLIP", 1e9)
     monkeypatch.setattr(T, "_dense_steps", lambda device, cfg: dense)
@@ -385,7 +385,7 @@ def _masked_cross_entropy(rows, weight, targets, seen):
 
 
 def test_both_losses_leave_the_seen_items_but_not_the_target_out_of_the_softmax(monkeypatch):
-    import recsys.train as T
+    import recsys.training.loop as T
 
     monkeypatch.setattr(T, "CE_CHUNK", 4)  # several chunks, the last one short
     gen = torch.Generator().manual_seed(0)
@@ -427,7 +427,7 @@ def test_mask_seen_takes_the_seen_items_out_of_the_training_loss(split):
 def test_the_gpu_form_of_a_step_trains_like_the_cpu_one(split, monkeypatch, mask_seen):
     """The GPU's step (data moved once, dense loss, one read-back per epoch) is the same
     training as the CPU's, up to float rounding; run here on the CPU."""
-    import recsys.train as T
+    import recsys.training.loop as T
 
     cfg = dataclasses.replace(TRAIN, epochs=4, eval_every=2, mask_seen=mask_seen)
     cpu = train(split, N_ITEMS, MODEL, cfg)
@@ -459,7 +459,7 @@ def test_compiled_training_learns(split):
 
 
 def test_resolve_device_takes_a_gpu_only_when_torch_sees_one():
-    from recsys.train import resolve_device
+    from recsys.training.loop import resolve_device
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     assert resolve_device("cpu") == torch.device("cpu")

@@ -12,11 +12,11 @@ import time
 import pytest
 import torch
 
-import recsys.train as T
+import recsys.training.loop as T
 from recsys.config import TrainConfig
-from recsys.evaluate import evaluate_model, evaluate_popularity, leave_last_out
-from recsys.model import build_model
-from recsys.train import mix_replay, sampled_softmax_loss, train
+from recsys.evaluation.metrics import evaluate_model, evaluate_popularity, leave_last_out
+from recsys.model.sasrec import build_model
+from recsys.training.loop import mix_replay, sampled_softmax_loss, train
 from tests.unit.test_train import MODEL, N_ITEMS, TRAIN, walks
 
 RESUME_CFG = dataclasses.replace(TRAIN, epochs=12, eval_every=2, patience=100)
@@ -26,8 +26,8 @@ CHILD = textwrap.dedent(
     """
     import dataclasses, json, sys, time
     import torch
-    import recsys.train as T
-    from recsys.evaluate import leave_last_out
+    import recsys.training.loop as T
+    from recsys.evaluation.metrics import leave_last_out
     from tests.unit.test_train import MODEL, N_ITEMS, TRAIN, walks
 
     torch.set_num_threads(1)

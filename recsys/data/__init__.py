@@ -1,0 +1,1 @@
+"""The data plane: events in, validated partitions and features snapshots out."""

@@ -1,0 +1,396 @@
+"""The lake: where partitions live, how they are named, and atomic writes.
+
+Layout under the lake root::
+
+    staging/events/<interval>/events.parquet        collected, not yet validated
+    raw/events/<interval>/events.parquet            validated: the only input of features
+    quarantine/events/<interval>/events.parquet     failed validation, kept with validation.json,
+                                                    or found corrupt, kept with corruption.json
+    quarantine/released/<interval>-<time>/          a quarantined copy after its release (kept)
+    features/snapshots/<interval>/                  interactions.parquet, manifest.json
+    features/item_index.json                        the stable item index (it only grows)
+    features/latest.json                            manifest of the newest snapshot
+
+``<interval>`` is ``YYYYmmddTHHMMSSZ--YYYYmmddTHHMMSSZ`` (data interval start and end, UTC), so
+partitions sort by time and re-running an interval rewrites the same files. Every events partition
+has a ``manifest.json`` (row count, sha256 of the Parquet file), written last: it marks the
+partition complete, and readers check the hash. A raw partition whose bytes no longer match is
+moved to the quarantine by ``recsys.data.quarantine.quarantine_corrupt`` (features do, on
+reading it).
+
+The root is a local folder or any fsspec URL (``s3://bucket/lake``, ``gs://...``, ``abfs://...``,
+``memory://`` in tests), read and written through ``universal_pathlib``. Credentials and endpoints
+come the filesystem's own way (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``... for S3, or fsspec's
+``FSSPEC_<PROTOCOL>_<OPTION>`` variables). On an object store a file is one PUT, seen whole or not
+at all; a partition's manifest is still written last and removed first; folder "moves" copy with
+the manifest last and delete with the manifest first; locks are lock objects created with an
+exclusive (``If-None-Match``) write, which S3 and the local and memory filesystems support.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import io
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# A lake path: a ``pathlib.Path`` for a local root, a ``upath.UPath`` for a URL. Both offer the
+# pathlib API used here (``/``, ``name``, ``parent``, ``exists``, ``open``, ``unlink``...).
+LakePath = Path
+
+_FMT = "%Y%m%dT%H%M%SZ"
+
+
+@dataclass(frozen=True, order=True)
+class Interval:
+    """A half-open data interval ``[start, end)`` in naive UTC."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+    def __post_init__(self) -> None:
+        if self.end <= self.start:
+            raise ValueError(f"interval end {self.end} must be after its start {self.start}")
+
+    @classmethod
+    def parse(cls, start: str | dt.datetime, end: str | dt.datetime) -> Interval:
+        """From ISO-8601 strings or datetimes (aware ones are converted to UTC)."""
+        return cls(_to_utc(start), _to_utc(end))
+
+    @classmethod
+    def from_id(cls, ident: str) -> Interval:
+        start, _, end = ident.partition("--")
+        return cls(dt.datetime.strptime(start, _FMT), dt.datetime.strptime(end, _FMT))
+
+    @property
+    def id(self) -> str:
+        return f"{self.start.strftime(_FMT)}--{self.end.strftime(_FMT)}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"start": self.start.isoformat(), "end": self.end.isoformat(), "id": self.id}
+
+
+def _to_utc(value: str | dt.datetime) -> dt.datetime:
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as err:
+            raise ValueError(f"not an ISO-8601 date or time: {value!r}") from err
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+def lake_path(value: str | os.PathLike[str]) -> LakePath:
+    """A lake path from configuration or from a path the lake printed: a local path (``~``
+    expanded, made absolute; ``file://`` URLs too) or an fsspec URL such as ``s3://bucket/lake``,
+    which needs its filesystem's package (``s3fs`` for S3) installed. Listings are not cached:
+    other processes write the lake."""
+    text = os.fspath(value)
+    scheme, sep, rest = text.partition("://")
+    if not sep or len(scheme) < 2:  # no URL (``C:\\`` is a drive, not a scheme)
+        return Path(text).expanduser().resolve()
+    if scheme == "file":
+        return Path(rest).expanduser().resolve()
+    try:
+        from upath import UPath
+
+        path = UPath(text, use_listings_cache=False)
+        path.fs  # noqa: B018 - instantiates the filesystem: a missing package fails here, clearly
+        return path
+    except (ImportError, ValueError) as err:
+        raise ValueError(
+            f"lake root {text!r}: no filesystem for {scheme}:// ({err}). Install the fsspec "
+            f"implementation for it (s3fs for s3://, gcsfs for gs://, adlfs for abfs://)"
+        ) from err
+
+
+def is_local(path: LakePath) -> bool:
+    return isinstance(path, Path)
+
+
+@dataclass(frozen=True)
+class Lake:
+    root: LakePath
+
+    def __post_init__(self) -> None:
+        if isinstance(self.root, str):
+            object.__setattr__(self, "root", lake_path(self.root))
+
+    def partition(self, zone: str, interval: Interval) -> Path:
+        return self.root / zone / "events" / interval.id
+
+    def partitions(self, zone: str) -> list[Interval]:
+        """Intervals present in a zone (``raw``, ``quarantine``, ``staging``), oldest first."""
+        base = self.root / zone / "events"
+        if not base.exists():
+            return []
+        return sorted(Interval.from_id(p.name) for p in base.iterdir() if (p / MANIFEST).exists())
+
+    def manifest(self, zone: str, interval: Interval) -> dict[str, Any] | None:
+        """The partition's manifest, or None if it was never completely written."""
+        return read_json(self.partition(zone, interval) / MANIFEST)
+
+    def read_events(self, zone: str, interval: Interval) -> pd.DataFrame:
+        """A published partition's rows, checked against the content hash in its manifest."""
+        directory = self.partition(zone, interval)
+        manifest = read_json(directory / MANIFEST)
+        if manifest is None:
+            raise FileNotFoundError(f"no complete {zone} partition {interval.id} at {directory}")
+        digest = file_sha256(directory / EVENTS)
+        if digest != manifest["sha256"]:
+            expected = manifest["sha256"]
+            raise CorruptPartitionError(zone, interval, directory / EVENTS, expected, digest)
+        return read_parquet(directory / EVENTS)
+
+    def snapshot(self, interval: Interval) -> Path:
+        return self.root / "features" / "snapshots" / interval.id
+
+    @property
+    def item_index_path(self) -> Path:
+        return self.root / "features" / "item_index.json"
+
+    @property
+    def latest_path(self) -> Path:
+        return self.root / "features" / "latest.json"
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive file lock: concurrent backfill runs don't interleave read-modify-write."""
+        with _flock(self.root / f".{name}.lock"):
+            yield
+
+
+EVENTS = "events.parquet"
+REPORT = "validation.json"
+MANIFEST = "manifest.json"  # written last: a partition without one was never completed
+
+
+class CorruptPartitionError(RuntimeError):
+    """A partition's bytes no longer match the content hash recorded when it was published."""
+
+    def __init__(
+        self, zone: str, interval: Interval, path: Path, expected: str, actual: str, note: str = ""
+    ) -> None:
+        self.zone, self.interval, self.path = zone, interval, path
+        self.expected, self.actual, self.note = expected, actual, note
+        super().__init__(
+            f"{zone} partition {interval.id}: {path} does not match its manifest (sha256 {actual}, "
+            f"manifest says {expected}): rewritten or damaged since published{note}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes despite the signature
+        args = (self.zone, self.interval, self.path, self.expected, self.actual, self.note)
+        return type(self), args
+
+
+def file_sha256(path: LakePath) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def partition_lock(directory: Path) -> Iterator[None]:
+    """Exclusive while a partition is (re)published or quarantined: a reader that saw a rewrite
+    half done must not take it for corruption and move it away (the lock file sits beside it)."""
+    with _flock(directory.parent / f".{directory.name}.lock"):
+        yield
+
+
+@contextlib.contextmanager
+def _flock(path: LakePath) -> Iterator[None]:
+    """Hold an exclusive lock named ``path``: a ``flock`` on a local file (created, with its
+    folder, if missing), or a lock object on a remote filesystem."""
+    if not is_local(path):
+        with object_lock(path):
+            yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+LOCK_STALE_S = 600.0  # a lock object older than this was left by a killed holder: broken
+LOCK_WAIT_S = 900.0
+
+
+class LockTimeout(TimeoutError):
+    pass
+
+
+@contextlib.contextmanager
+def object_lock(
+    path: LakePath, stale_s: float = LOCK_STALE_S, wait_s: float = LOCK_WAIT_S
+) -> Iterator[None]:
+    """An exclusive lock on an object store: the lock object is created with an exclusive write
+    (``If-None-Match: *`` on S3), so of two writers exactly one succeeds; the other polls. It
+    holds who took it and when; one older than ``stale_s`` (its holder was killed) is broken.
+    Holders are short read-modify-writes of small JSON files, far below ``stale_s``."""
+    token = json.dumps(
+        {"owner": f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}", "at": time.time()}
+    ).encode()
+    deadline, delay = time.monotonic() + wait_s, 0.05
+    while True:
+        try:
+            with path.open("xb") as fh:
+                fh.write(token)
+            break
+        except FileExistsError:
+            try:
+                held = json.loads(path.read_bytes())
+                if time.time() - float(held["at"]) > stale_s:
+                    path.unlink(missing_ok=True)  # the next exclusive create decides who wins
+                    continue
+            except (FileNotFoundError, ValueError, KeyError, TypeError):
+                continue  # released (or half written) meanwhile: try again at once
+            if time.monotonic() > deadline:
+                raise LockTimeout(
+                    f"lock {path} held by {held.get('owner')} since {held.get('at')}; "
+                    f"gave up after {wait_s:.0f} s (delete it if its holder is gone)"
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            if path.read_bytes() == token:  # ours still (not broken as stale and retaken)
+                path.unlink(missing_ok=True)
+
+
+def publish(frame: pd.DataFrame, directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write a partition exactly once: data to a temporary file renamed into place, then the
+    manifest (row count, content hash, ``meta``) as the completion marker. A crash (or a full
+    disk) before the manifest leaves a partition that readers ignore and a rerun rewrites
+    identically."""
+    with partition_lock(directory):
+        (directory / MANIFEST).unlink(missing_ok=True)  # incomplete until the new manifest lands
+        write_parquet(frame, directory / EVENTS)
+        manifest = {**meta, "rows": len(frame), "sha256": file_sha256(directory / EVENTS)}
+        write_json(manifest, directory / MANIFEST)
+    return manifest
+
+
+def unpublish(directory: LakePath) -> None:
+    """Remove a partition's completion marker and data (the marker first)."""
+    (directory / MANIFEST).unlink(missing_ok=True)
+    (directory / EVENTS).unlink(missing_ok=True)
+
+
+def _atomic(path: Path) -> tuple[int, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+
+
+def write_parquet(frame: pd.DataFrame, path: LakePath) -> LakePath:
+    """Write a frame so that readers see either the old file or the whole new one."""
+    if not is_local(path):
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        path.write_bytes(buffer.getvalue())  # one PUT: the old object or the whole new one
+        return path
+    fd, tmp = _atomic(path)
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_parquet(path: LakePath) -> pd.DataFrame:
+    import pandas as pd
+
+    if is_local(path):
+        return pd.read_parquet(path)
+    with path.open("rb") as fh:
+        return pd.read_parquet(fh)
+
+
+def write_json(obj: Any, path: LakePath) -> LakePath:
+    """Write JSON atomically; a failed write (a full disk) leaves no temporary file behind."""
+    if not is_local(path):
+        text = json.dumps(obj, indent=2, sort_keys=True, default=str)
+        path.write_bytes(text.encode())
+        return path
+    fd, tmp = _atomic(path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=True, default=str)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_json(path: LakePath, default: Any = None) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default
+
+
+def _files(directory: LakePath) -> list[LakePath]:
+    """Every file under ``directory`` (recursive); the manifest, if any, last."""
+    if not directory.exists():
+        return []
+    found = [p for p in directory.rglob("*") if p.is_file()]
+    return sorted(found, key=lambda p: (p.name == MANIFEST and p.parent == directory, str(p)))
+
+
+def move_tree(source: LakePath, target: LakePath) -> LakePath:
+    """Move a partition folder. Locally one rename; on an object store each file is copied
+    (the manifest last, so the copy is complete only once whole) and then deleted (the manifest
+    first, so the source stops counting before it goes). A crash leaves a complete source, or a
+    complete target beside an incomplete source that readers ignore."""
+    if is_local(source) and is_local(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source.rename(target)
+        return target
+    files = _files(source)
+    for path in files:
+        copy_file(path, target / path.relative_to(source).as_posix())
+    for path in reversed(files):
+        path.unlink(missing_ok=True)
+    return target
+
+
+def copy_file(source: LakePath, target: LakePath) -> None:
+    if is_local(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+    with source.open("rb") as src, target.open("wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def remove_tree(directory: LakePath) -> None:
+    """Delete a folder and everything under it; nothing there is fine."""
+    if is_local(directory):
+        shutil.rmtree(directory, ignore_errors=True)
+        return
+    for path in reversed(_files(directory)):
+        path.unlink(missing_ok=True)

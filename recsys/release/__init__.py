@@ -1,0 +1,1 @@
+"""The release plane: train -> evaluate -> register -> promote, gate, shadow, online guard."""

@@ -1,0 +1,240 @@
+"""The promotion gate: pure functions that decide whether a challenger replaces the champion.
+
+The gate compares two models on the same frozen evaluation set, user by user:
+
+* the primary criterion is NDCG@k, improved *with confidence*: the lower bound of a seeded
+  paired bootstrap over users of (challenger - champion) must exceed ``margin``;
+* guard-rails must not regress past their tolerance: HR@k, catalogue coverage, a cold-start
+  slice, the old-data slice of an incremental model (forgetting), p95 scoring latency;
+* the challenger must load and answer through the serving code path (infra validation).
+
+Everything here takes plain numbers and arrays; ``recsys.release.promote`` does the I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_CONFIG = Path(__file__).with_name("promotion.toml")
+BOOT_CHUNK = 200  # bootstrap resamples drawn at once: (200, n_users) indices
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Every threshold of the gate, from ``recsys/release/promotion.toml`` (or another file)."""
+
+    k: int = 10
+    margin: float = 0.0  # the NDCG@k improvement's lower bound must exceed this
+    n_boot: int = 1000
+    confidence: float = 0.95  # one-sided: the lower bound is the (1 - confidence) quantile
+    seed: int = 0
+    hr_tolerance: float = 0.01  # absolute HR@k drop allowed
+    coverage_tolerance: float = 0.10  # relative coverage drop allowed
+    cold_start_max_events: int = 5  # users with at most this many events form the cold slice
+    cold_start_tolerance: float = 0.01  # absolute NDCG@k drop allowed on the cold slice
+    forgetting_tolerance: float = 0.01  # absolute NDCG@k drop allowed on the old-data slice
+    latency_tolerance: float = 0.5  # relative p95 latency increase allowed...
+    latency_floor_ms: float = 5.0  # ...above this floor (below it, differences are timer noise)
+    latency_max_ms: float = 50.0  # and an absolute ceiling on the challenger's p95
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> GateConfig:
+        """Read the ``[gate]`` table of a TOML file; unknown keys are an error, not ignored."""
+        data = tomllib.loads(Path(path or DEFAULT_CONFIG).read_text()).get("gate", {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown promotion settings {unknown} in {path or DEFAULT_CONFIG}")
+        cfg = cls(**data)
+        if not 0.5 <= cfg.confidence < 1 or cfg.n_boot < 100 or cfg.k < 1:
+            raise ValueError(f"invalid promotion settings: {cfg}")
+        return cfg
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One line of the gate's table."""
+
+    name: str
+    challenger: float | None
+    champion: float | None
+    threshold: str  # the rule in words, e.g. ">= champion - 0.01"
+    passed: bool
+    note: str = ""
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "criterion": self.name,
+            "challenger": self.challenger,
+            "champion": self.champion,
+            "threshold": self.threshold,
+            "passed": self.passed,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    promote: bool
+    reason: str
+    criteria: list[Criterion] = field(default_factory=list)
+
+    def table(self) -> str:
+        """The criteria as a markdown table (the model version's description embeds it)."""
+        lines = [
+            "| criterion | challenger | champion | threshold | passed |",
+            "|---|---|---|---|---|",
+        ]
+        for c in self.criteria:
+            lines.append(
+                f"| {c.name} | {_fmt(c.challenger)} | {_fmt(c.champion)} | {c.threshold} | "
+                f"{'yes' if c.passed else '**no**'} |"
+            )
+        return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def ndcg_per_user(ranks: np.ndarray, k: int) -> np.ndarray:
+    """NDCG@k of each user from the 0-based rank of their single target."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    return np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
+
+
+def paired_bootstrap(
+    challenger: np.ndarray,
+    champion: np.ndarray,
+    n_boot: int,
+    confidence: float,
+    seed: int,
+    groups: np.ndarray | None = None,
+) -> tuple[float, float, float]:
+    """(mean difference, lower bound, upper bound) of ``challenger - champion``, paired by case.
+
+    Cases are resampled with replacement ``n_boot`` times with a seeded generator: the same
+    inputs and seed always give the same bounds. The bounds are the one-sided
+    ``1 - confidence`` and ``confidence`` quantiles of the resampled mean difference.
+    With ``groups`` (one label per case, e.g. the user of each event) whole groups are resampled
+    instead, since cases of one group are not independent; the mean stays the mean over cases.
+    """
+    diff = np.asarray(challenger, dtype=np.float64) - np.asarray(champion, dtype=np.float64)
+    if diff.ndim != 1 or diff.size == 0:
+        raise ValueError("paired bootstrap needs two equal-length, non-empty per-case arrays")
+    if groups is None:
+        sums, counts = diff, np.ones_like(diff)
+    else:
+        groups = np.asarray(groups)
+        if groups.shape != diff.shape:
+            raise ValueError(f"{groups.size} group labels for {diff.size} cases")
+        _, label = np.unique(groups, return_inverse=True)
+        sums, counts = np.bincount(label, weights=diff), np.bincount(label).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    for start in range(0, n_boot, BOOT_CHUNK):
+        n = min(BOOT_CHUNK, n_boot - start)
+        idx = rng.integers(0, sums.size, size=(n, sums.size))  # (n, groups)
+        means[start : start + n] = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    low, high = np.quantile(means, [1 - confidence, confidence])
+    return float(diff.mean()), float(low), float(high)
+
+
+@dataclass(frozen=True)
+class ModelEvidence:
+    """What the gate knows about one model, all on the same evaluation set."""
+
+    ranks: np.ndarray  # 0-based rank of each evaluation user's target
+    coverage: float  # catalogue coverage of the top-k lists
+    p95_ms: float  # p95 latency of one serving request
+    cold_ranks: np.ndarray | None = None  # ranks of the cold-start slice's users
+    old_ndcg: float | None = None  # NDCG@k on the old-data slice (incremental models)
+    smoke_ok: bool = True  # loaded and answered through the serving code path
+    smoke_error: str = ""
+
+
+def _hr(ranks: np.ndarray, k: int) -> float:
+    return float((np.asarray(ranks) < k).mean())
+
+
+def decide(
+    challenger: ModelEvidence,
+    champion: ModelEvidence | None,
+    cfg: GateConfig,
+    force: str | None = None,
+    block: str | None = None,
+) -> Verdict:
+    """The gate. ``force``/``block`` carry an operator's reason and override the criteria
+    (which are still computed and recorded)."""
+    k = cfg.k
+    crit: list[Criterion] = [
+        Criterion(
+            "infra validation (serving code path)",
+            None,
+            None,
+            "loads and answers",
+            challenger.smoke_ok,
+            challenger.smoke_error,
+        )  # fmt: skip
+    ]
+    if champion is None:
+        ndcg = float(ndcg_per_user(challenger.ranks, k).mean())
+        crit.append(Criterion(f"ndcg@{k}", ndcg, None, "no champion: any", True,
+                              "no champion (missing or broken)"))  # fmt: skip
+    else:
+        if len(challenger.ranks) != len(champion.ranks):
+            raise ValueError("challenger and champion were evaluated on different users")
+        new, old = ndcg_per_user(challenger.ranks, k), ndcg_per_user(champion.ranks, k)
+        mean, low, high = paired_bootstrap(new, old, cfg.n_boot, cfg.confidence, cfg.seed)
+        crit.append(Criterion(
+            f"ndcg@{k} improvement, {cfg.confidence:.0%} lower bound", low, 0.0,
+            f"> margin {cfg.margin}", low > cfg.margin,
+            f"mean {mean:+.5f}, bootstrap [{low:+.5f}, {high:+.5f}] over {len(new)} users; "
+            f"challenger {new.mean():.4f} vs champion {old.mean():.4f}",
+        ))  # fmt: skip
+        hr_new, hr_old = _hr(challenger.ranks, k), _hr(champion.ranks, k)
+        crit.append(Criterion(f"hr@{k}", hr_new, hr_old, f">= champion - {cfg.hr_tolerance}",
+                              hr_new >= hr_old - cfg.hr_tolerance))  # fmt: skip
+        floor = champion.coverage * (1 - cfg.coverage_tolerance)
+        crit.append(Criterion(f"coverage@{k}", challenger.coverage, champion.coverage,
+                              f">= champion x {1 - cfg.coverage_tolerance:.2f}",
+                              challenger.coverage >= floor))  # fmt: skip
+        if challenger.cold_ranks is not None and champion.cold_ranks is not None:
+            if len(challenger.cold_ranks):
+                c_new = float(ndcg_per_user(challenger.cold_ranks, k).mean())
+                c_old = float(ndcg_per_user(champion.cold_ranks, k).mean())
+                crit.append(Criterion(
+                    f"cold-start ndcg@{k} (<= {cfg.cold_start_max_events} events)", c_new, c_old,
+                    f">= champion - {cfg.cold_start_tolerance}",
+                    c_new >= c_old - cfg.cold_start_tolerance,
+                    f"{len(challenger.cold_ranks)} users",
+                ))  # fmt: skip
+        allowed = max(champion.p95_ms * (1 + cfg.latency_tolerance), cfg.latency_floor_ms)
+        ceiling = min(allowed, cfg.latency_max_ms)
+        crit.append(Criterion("p95 latency ms", challenger.p95_ms, champion.p95_ms,
+                              f"<= {ceiling:.2f}", challenger.p95_ms <= ceiling))  # fmt: skip
+    if challenger.old_ndcg is not None and champion is not None and champion.old_ndcg is not None:
+        crit.append(Criterion(
+            f"old-data slice ndcg@{k} (forgetting)", challenger.old_ndcg, champion.old_ndcg,
+            f">= champion - {cfg.forgetting_tolerance}",
+            challenger.old_ndcg >= champion.old_ndcg - cfg.forgetting_tolerance,
+        ))  # fmt: skip
+    failed = [c.name for c in crit if not c.passed]
+    if block:
+        return Verdict(False, f"blocked by operator: {block}", crit)
+    if force:
+        return Verdict(True, f"forced by operator: {force}", crit)
+    if not challenger.smoke_ok:
+        return Verdict(False, f"infra validation failed: {challenger.smoke_error}", crit)
+    if failed:
+        return Verdict(False, "rejected: " + "; ".join(failed) + " failed", crit)
+    if champion is None:
+        return Verdict(True, "no champion (missing or broken): challenger passes infra validation",
+                       crit)  # fmt: skip
+    return Verdict(True, f"all {len(crit)} criteria passed", crit)

@@ -1,0 +1,124 @@
+"""Automatic rollback: if the live champion's online click-through rate drops clearly below its
+predecessor's, move ``champion`` back and say why.
+
+The CTR of each version comes from the feedback loop (``recsys.data.impressions.ctr_by_version``):
+lists served by serving, joined with the clicks that name their request id. The live version is
+judged over its last ``window_hours`` as champion, the predecessor over its last period as
+champion (at most as long). Thresholds live in the ``[online]`` table of ``promotion.toml``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from recsys.config import CHAMPION, Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = Path(__file__).with_name("promotion.toml")
+ENV_CONFIG = "RECSYS_PROMOTION_CONFIG"
+
+
+@dataclass(frozen=True)
+class OnlineGuardConfig:
+    window_hours: float = 24.0  # how far back the live version is judged
+    min_impressions: int = 200  # per version: below this, no verdict
+    max_relative_drop: float = 0.10  # roll back when CTR falls by more than this share...
+    z: float = 1.645  # ...and the drop is significant (one-sided two-proportion z-test, 95%)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> OnlineGuardConfig:
+        path = Path(path or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG)
+        data = tomllib.loads(path.read_text()).get("online", {})
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown online-guard settings {unknown} in {path}")
+        return cls(**data)
+
+
+def ctr_dropped(
+    live: dict[str, Any] | None, previous: dict[str, Any] | None, cfg: OnlineGuardConfig
+) -> tuple[bool, str]:
+    """(roll back?, why) from two ``VersionCtr.as_dict()`` records (None: nothing served)."""
+    if not live or not previous:
+        return False, "no impressions of the live version or of its predecessor in the window"
+    n1, c1, n0, c0 = (
+        live["impressions"],
+        live["clicked"],
+        previous["impressions"],
+        previous["clicked"],
+    )
+    if min(n0, n1) < cfg.min_impressions:
+        return (
+            False,
+            f"too few impressions to judge ({n1} live, {n0} before; need {cfg.min_impressions})",
+        )
+    p1, p0 = c1 / n1, c0 / n0
+    if p0 == 0:
+        return False, "the predecessor had no clicks: nothing to drop from"
+    pooled = (c0 + c1) / (n0 + n1)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n0 + 1 / n1))
+    z = (p0 - p1) / se if se > 0 else 0.0
+    drop = 1 - p1 / p0
+    what = (
+        f"CTR of v{live['model_version']} {p1:.4f} ({c1}/{n1}) vs v{previous['model_version']} "
+        f"{p0:.4f} ({c0}/{n0}): {drop:+.1%} drop, z={z:.2f} "
+        f"(limits: drop > {cfg.max_relative_drop:.0%} and z > {cfg.z})"
+    )
+    return drop > cfg.max_relative_drop and z > cfg.z, what
+
+
+def _naive(ts: dt.datetime) -> dt.datetime:
+    return ts.astimezone(dt.UTC).replace(tzinfo=None) if ts.tzinfo else ts
+
+
+def check(
+    settings: Settings, now: dt.datetime | None = None, cfg: OnlineGuardConfig | None = None
+) -> dict[str, Any]:
+    """Compare the live champion's CTR with its predecessor's; roll back on a clear drop."""
+    from recsys.data.impressions import ctr_by_version
+    from recsys.registry import aliases
+    from recsys.registry.client import Registry
+
+    cfg = cfg or OnlineGuardConfig.load()
+    now = _naive(now or dt.datetime.now(dt.UTC))
+    reg = Registry(settings)
+    alias_log = aliases.AliasLog(settings.event_store_url)
+    aliases.reconcile(reg, alias_log, CHAMPION)
+    chain = alias_log.chain(CHAMPION)
+    if len(chain) < 2 or chain[-2] is None or chain[-1] is None:
+        return {"rolled_back": False, "reason": "no earlier champion to compare with"}
+    live, previous = chain[-1], chain[-2]
+    window = dt.timedelta(hours=cfg.window_hours)
+    head = alias_log.head(CHAMPION)
+    assert head is not None
+    live_since = _naive(head.moved_at)
+    earlier = [m for m in alias_log.history(CHAMPION)
+               if m.to_version == previous and not m.pending and m.id < head.id]  # fmt: skip
+    prev_start = _naive(earlier[-1].moved_at) if earlier else live_since - window
+    prev_start = max(prev_start, live_since - window)
+    live_ctr = ctr_by_version(settings.event_store_url, max(live_since, now - window), now)
+    prev_ctr = ctr_by_version(settings.event_store_url, prev_start, live_since)
+    roll, why = ctr_dropped(live_ctr.get(live), prev_ctr.get(previous), cfg)
+    result: dict[str, Any] = {
+        "live": live,
+        "previous": previous,
+        "reason": why,
+        "live_ctr": live_ctr.get(live),
+        "previous_ctr": prev_ctr.get(previous),
+    }
+    if not roll:
+        log.info("online guard: keeping v%s: %s", live, why)
+        return {**result, "rolled_back": False}
+    move = aliases.rollback(reg, alias_log, aliases.actor(), f"automatic rollback: {why}")
+    log.warning(
+        "online guard: rolled champion back from v%s to v%s: %s", live, move.to_version, why
+    )
+    return {**result, "rolled_back": True, "champion": move.to_version}

@@ -1,0 +1,349 @@
+"""The I/O edges of training: features in, MLflow runs and model versions out.
+
+Each function is one Airflow task (and one CLI command). They pass small dicts of ids between them,
+never data: a task can be retried or run on another machine.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from recsys.config import CHALLENGER, CHAMPION, PipelineConfig, Settings, to_dict
+
+log = logging.getLogger(__name__)
+
+# Tags written on runs and model versions (also what `recsys` reads back).
+TAG_MODE = "recsys.mode"
+TAG_FEATURES = "recsys.features_interval"
+TAG_DATA_END = "recsys.data_last_ingested_at"
+TAG_PARENT = "recsys.parent_version"
+TAG_RUN = "recsys.run_id"
+TAG_FEATURES_VERSION = "recsys.features_version"
+TAG_GIT_COMMIT = "recsys.git_commit"
+LINEAGE_FILE = "lineage.json"
+
+
+def lineage_record(fs: Any, mode: str, parent: str | None) -> dict[str, Any]:
+    """What a run was trained and evaluated on: the snapshot and every partition in it."""
+    manifest = fs.manifest
+    return {
+        "mode": mode,
+        "parent_version": parent,
+        "features": {
+            "interval": manifest["interval"],
+            "version": manifest.get("version"),
+            "path": manifest["path"],
+            "n_events": manifest["n_events"],
+            "n_users": manifest["n_users"],
+            "n_items": manifest["n_items"],
+        },
+        "evaluated_on": "the same snapshot: leave-last-out test items (last event per user)",
+        "partitions": manifest["partitions"],
+    }
+
+
+def _already_finetuned(reg: Any, parent: str, features_version: str | None) -> str | None:
+    """A version fine-tuned from ``parent`` on the same snapshot, if any: training it again would
+    only register a duplicate."""
+    for version in reg.versions():
+        tags = version.tags
+        if (
+            tags.get(TAG_MODE) == "incremental"
+            and tags.get(TAG_PARENT) == parent
+            and features_version
+            and tags.get(TAG_FEATURES_VERSION) == features_version
+        ):
+            return str(version.version)
+    return None
+
+
+def evaluate_checkpoint(ckpt: Any, split: Any, n_items: int, k: int) -> dict[str, float]:
+    """Full-ranking metrics of a checkpoint on the test users of ``split`` (seen items filtered)."""
+    from recsys.evaluation.metrics import evaluate_model
+    from recsys.model.sasrec import build_model
+
+    return evaluate_model(build_model(ckpt), split, n_items, k=k)
+
+
+def training_state_path(
+    settings: Settings, mode: str, features_version: str, parent: str | None
+) -> Path:
+    """Where a training writes its state after each epoch: a retried task resumes from it."""
+    return settings.home / "training-state" / f"{mode}-{features_version}-{parent or 'new'}.pt"
+
+
+def forgetting_metrics(parent: Any, ckpt: Any, splits: Any, n_items: int, k: int) -> dict:
+    """The fine-tune's guard against forgetting: the parent and the new model on the new data
+    and on the fixed old slice. ``forgetting.old_ndcg_drop`` > 0 means old users lost quality."""
+    out: dict[str, float] = {}
+    for part, split in (("new", splits.new), ("old", splits.old)):
+        if not split.test_target:
+            continue
+        for who, model in (("test", ckpt), ("parent.test", parent)):
+            got = evaluate_checkpoint(model, split, n_items, k)
+            out.update({f"{who}_{part}.{key}": value for key, value in got.items()})
+    metric = f"ndcg_at_{k}"
+    if f"test_old.{metric}" in out:
+        out["forgetting.old_ndcg_drop"] = (
+            out[f"parent.test_old.{metric}"] - out[f"test_old.{metric}"]
+        )
+    return out
+
+
+def split_of(fs: Any, cfg: PipelineConfig) -> Any:
+    """The leave-last-out split of a snapshot's sequences."""
+    from recsys.evaluation import metrics as E
+
+    _, sequences = fs.sequences()
+    return E.leave_last_out(sequences, min_events=cfg.eval.min_events)
+
+
+def train(
+    settings: Settings,
+    mode: str = "full",
+    cfg: PipelineConfig | None = None,
+    context: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train a model (from scratch, or warm-started from the champion) and log it as an MLflow run.
+
+    Returns ``{"run_id": ...}``, or ``{"skipped": True, "reason": ...}`` when an incremental
+    fine-tune has nothing to do (no champion yet, or no new data since the champion's).
+    """
+    from recsys.data import features
+    from recsys.registry.client import Registry
+    from recsys.registry.lineage import code_version
+
+    cfg = cfg or PipelineConfig()
+    train_cfg = cfg.training(mode)
+    reg = Registry(settings)
+    champion = reg.alias(CHAMPION) if mode == "incremental" else None
+    if mode == "incremental" and champion is None:
+        reason = "no champion yet: run recsys_full_retrain (recsys train --mode full) first"
+        log.warning("incremental fine-tune skipped: %s", reason)
+        return {"skipped": True, "reason": reason}
+    fs = features.load(settings)
+    interval_id = fs.manifest["interval"]["id"]
+    init, parent, since = None, None, None
+    from recsys.model.sasrec import Checkpoint
+    from recsys.training import loop as T  # torch: only once we know there is work to do
+
+    if champion is not None:
+        since = dt.datetime.fromisoformat(champion.tags[TAG_DATA_END])
+        if fs.manifest["last_ingested_at"] <= champion.tags[TAG_DATA_END]:
+            reason = f"no data ingested after the champion's ({champion.tags[TAG_DATA_END]})"
+            log.warning("incremental fine-tune skipped: %s", reason)
+            return {"skipped": True, "reason": reason}
+        twin = _already_finetuned(reg, str(champion.version), fs.manifest.get("version"))
+        if twin is not None:
+            reason = (
+                f"version {twin} was already fine-tuned from champion {champion.version} on "
+                f"this features snapshot"
+            )
+            log.warning("incremental fine-tune skipped: %s", reason)
+            return {"skipped": True, "reason": reason}
+        with tempfile.TemporaryDirectory() as tmp:
+            init = Checkpoint.load(reg.version_checkpoint(champion.version, Path(tmp)))
+        parent = str(champion.version)
+    splits = None
+    if init is None:
+        split = split_of(fs, cfg)
+    else:  # new users' data, a replay of old users' and a fixed old slice to check forgetting
+        users, sequences = fs.sequences()
+        active = set(fs.sequences(since)[0])
+        splits = T.incremental_splits(
+            users, sequences, active, train_cfg.replay_ratio, train_cfg.seed, cfg.eval.min_events
+        )
+        split = splits.train
+    state_path = training_state_path(settings, mode, fs.manifest.get("version", ""), parent)
+    started = time.time()
+    device = T.resolve_device(settings.train_device)
+    result = T.train(
+        split, fs.n_items, cfg.model, train_cfg, init=init, state_path=state_path, device=device
+    )
+    resumed = result.resumed_after_epoch
+    if resumed:
+        log.info("resumed an earlier attempt's training after epoch %d (%s)", resumed, state_path)
+    ckpt = result.checkpoint
+    guard = {} if splits is None else forgetting_metrics(init, ckpt, splits, fs.n_items, cfg.eval.k)
+    ckpt.metadata.update(item_ids=fs.item_ids, features_interval=interval_id)
+    tags = {
+        TAG_MODE: mode,
+        TAG_FEATURES: interval_id,
+        TAG_DATA_END: fs.manifest["last_ingested_at"],
+        TAG_PARENT: parent or "",
+        TAG_FEATURES_VERSION: fs.manifest.get("version", ""),
+        TAG_GIT_COMMIT: code_version(),
+        **{f"airflow.{k}": v for k, v in (context or {}).items()},
+    }
+    run_id = reg.create_run(f"{mode}-{interval_id}", tags)
+    params = {
+        **to_dict(cfg),
+        "mode": mode,
+        "data.interval_start": fs.manifest["interval"]["start"],
+        "data.interval_end": fs.manifest["interval"]["end"],
+        "data.n_train_sequences": len(split.train),
+        "train.resumed_from_epoch": resumed,  # 0: trained from its first epoch in this attempt
+        "train.device": str(device),
+        **(
+            {}
+            if splits is None
+            else {
+                "data.n_new_sequences": len(splits.new.train),
+                "data.n_replayed_sequences": len(split.train) - len(splits.new.train),
+                "data.n_old_slice_users": len(splits.old.test_target),
+            }
+        ),
+        "data.n_items": fs.n_items,
+        "data.partitions": len(fs.manifest["partitions"]),
+        "data.features_version": fs.manifest.get("version", ""),
+        "data.all_partitions_validated": all(
+            p.get("validation", {}).get("success") for p in fs.manifest["partitions"]
+        ),
+    }
+    reg.log(run_id, params=params)
+    for step, row in enumerate(result.history):
+        reg.log(
+            run_id,
+            metrics={f"train.{k}": v for k, v in row.items() if k != "epoch"},
+            step=int(row.get("epoch", step)),
+        )
+    reg.log(
+        run_id,
+        metrics={
+            "train.seconds": time.time() - started,
+            "train.tokens_per_s": result.tokens_per_s,
+            "train.best_epoch": result.best_epoch,
+            **{f"valid.{k}": v for k, v in result.best_valid.items()},
+            **guard,
+        },
+    )
+    reg.log_dict(
+        run_id,
+        {
+            "config": to_dict(cfg),
+            "mode": mode,
+            "features": {k: v for k, v in fs.manifest.items() if k != "item_ids"},
+        },
+        "config.json",
+    )
+    reg.log_dict(run_id, lineage_record(fs, mode, parent), LINEAGE_FILE)
+    reg.log_checkpoint(run_id, ckpt)
+    state_path.unlink(missing_ok=True)  # logged: a retry of this task starts a new run
+    log.info("trained %s model in run %s (best epoch %s)", mode, run_id, result.best_epoch)
+    return {
+        "run_id": run_id,
+        "mode": mode,
+        "features": interval_id,
+        "parent_version": parent,
+        "resumed_from_epoch": resumed,
+    }
+
+
+def evaluate(settings: Settings, run_id: str, cfg: PipelineConfig | None = None) -> dict[str, Any]:
+    """Evaluate a run's checkpoint and the baselines on the same leave-last-out test, and log what a
+    reviewer reads on the run's page.
+
+    Metrics: ``test.*`` (the model: accuracy and beyond-accuracy), ``popularity.*`` and
+    ``baseline.<name>.*`` (every baseline of ``recsys.evaluation.baselines.FITTERS`` the catalogue
+    affords; the ``baseline.skipped`` tag names the others). Artifacts: ``comparison.md`` and
+    ``comparison.json``; ``plots/learning_curve.png`` (from the run's ``train.*`` histories),
+    ``plots/ndcg_by_history_length.png`` and ``plots/recommendation_popularity.png``, each plot
+    with its numbers beside it as a ``.json`` table.
+    """
+    from recsys.data import features
+    from recsys.evaluation import metrics as E
+    from recsys.evaluation import report
+    from recsys.evaluation.baselines import FITTERS
+    from recsys.model.sasrec import Checkpoint, build_model, score_contexts
+    from recsys.registry.client import Registry
+
+    cfg = cfg or PipelineConfig()
+    reg = Registry(settings)
+    run = reg.run(run_id)
+    fs = features.load(settings, run.data.tags[TAG_FEATURES])
+    split = split_of(fs, cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Checkpoint.load(reg.run_checkpoint(run_id, Path(tmp)))
+    k, n_items = cfg.eval.k, fs.n_items
+    contexts, targets = split.test_context, split.test_target
+    counts = E.popularity_scores(split.train, n_items)  # (n_items + 1,)
+
+    def metrics_of(scores: Any) -> dict[str, float]:  # scores: (N, n_items + 1)
+        return {
+            **E.evaluate_scores(scores, contexts, targets, k=k),
+            **E.evaluate_beyond_accuracy(scores, contexts, counts, k=k),
+        }
+
+    scores = score_contexts(build_model(ckpt), contexts, n_items)  # as evaluate_checkpoint
+    rows = {"sasrec (this run)": metrics_of(scores)}
+    skipped = report.unaffordable_baselines(FITTERS, n_items)
+    for name, fit in FITTERS.items():
+        if name in skipped:
+            log.warning("baseline %s skipped: %s", name, skipped[name])
+            continue
+        rows[name] = metrics_of(fit(split.train, n_items).score(contexts))
+    metrics = {
+        **{f"test.{key}": v for key, v in rows["sasrec (this run)"].items()},
+        **{f"popularity.{key}": v for key, v in E.evaluate_popularity(split, n_items, k).items()},
+        **{
+            f"baseline.{name}.{key}": v
+            for name, row in list(rows.items())[1:]
+            for key, v in row.items()
+            if key != "n_users"
+        },
+    }
+    skipped_text = "; ".join(f"{name}: {why}" for name, why in skipped.items()) or "none"
+    reg.log(run_id, metrics=metrics, tags={"baseline.skipped": skipped_text})
+
+    columns = [f"hr_at_{k}", f"ndcg_at_{k}", "mrr", f"coverage_at_{k}", f"novelty_at_{k}"]
+    table = report.comparison_table(rows, [*columns, f"arp_at_{k}"], [f"arp_at_{k}"])
+    header = f"Test: last item of {len(targets)} users, full ranking, seen items filtered.\n\n"
+    reg.log_text(run_id, f"{header}{table}\nSkipped baselines: {skipped_text}\n", "comparison.md")
+    named_rows = [{"model": model, **row} for model, row in rows.items()]
+    reg.log_table(run_id, report.as_columns(named_rows), "comparison.json")
+
+    curves = {"train.loss": "train loss", f"train.ndcg_at_{k}": f"valid ndcg_at_{k}"}
+    history = [
+        {"epoch": row["step"], **{curves[key]: v for key, v in row.items() if key in curves}}
+        for row in reg.metric_history(run_id, list(curves))
+    ]
+    ranks = E.rank_targets(scores, targets, contexts)
+    lengths = [len(c) for c in contexts]
+    topk = E.top_k(scores, contexts, k)  # (N, k)
+    plots = report.evaluation_plots(history, list(curves.values()), ranks, lengths, topk, counts, k)
+    for name, (fig, data) in plots.items():
+        reg.log_figure(run_id, fig, f"plots/{name}.png")
+        reg.log_table(run_id, report.as_columns(data), f"plots/{name}.json")
+    log.info("run %s: %s", run_id, metrics)
+    return {"run_id": run_id, **metrics}
+
+
+def register(settings: Settings, run_id: str) -> dict[str, Any]:
+    """Register a run's model as a new version of the registered model, alias ``challenger``."""
+    from recsys.registry.client import Registry
+
+    reg = Registry(settings)
+    run = reg.run(run_id)
+    tags = {
+        key: run.data.tags.get(key, "")
+        for key in (TAG_MODE, TAG_FEATURES, TAG_FEATURES_VERSION, TAG_DATA_END, TAG_PARENT)
+    }
+    tags[TAG_RUN] = run_id
+    tags.update(
+        {
+            k: f"{v:.4f}"
+            for k, v in run.data.metrics.items()
+            if k.startswith(("test.", "popularity."))
+        }
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt_path = reg.run_checkpoint(run_id, Path(tmp))
+        version = reg.register(run_id, ckpt_path, tags)
+    reg.set_alias(CHALLENGER, str(version.version))
+    log.info("registered %s version %s (alias %s)", reg.name, version.version, CHALLENGER)
+    return {"run_id": run_id, "version": str(version.version), "model": reg.name}

@@ -1,0 +1,229 @@
+"""Promotion: move ``champion`` to the challenger only when the gate says it is better and safe.
+
+Both models are judged on the same frozen evaluation set: the challenger's features snapshot,
+leave-last-out test items (the last event of every user, which neither model trained on), full
+ranking, through the serving class ``Recommender`` (see ``recsys.release.gate`` for the criteria and
+``recsys/release/promotion.toml`` for the thresholds). The verdict, every criterion with its value
+and threshold, and the reason are written on the model version (tags and a markdown description),
+on the challenger's run, and as a run of the ``<experiment>-promotion`` experiment with the
+comparison table as an artifact. The alias moves through ``recsys.registry.aliases`` (recorded,
+compare-and-set). A rejected challenger keeps alias ``challenger``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from recsys.config import CHAMPION, PipelineConfig, Settings
+
+log = logging.getLogger(__name__)
+
+ENV_GATE_CONFIG = "RECSYS_PROMOTION_CONFIG"
+
+
+def _load(reg: Any, version: str) -> tuple[Any, str]:
+    """(Recommender, "") loaded exactly as serving loads it, or (None, what went wrong)."""
+    from recsys.model.recommender import Recommender
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return Recommender.load(reg.version_checkpoint(version, Path(tmp))), ""
+    except Exception as err:  # a broken model is a finding of the gate, not a crash
+        return None, f"{type(err).__name__}: {err}"
+
+
+def evaluation_set_id(split: Any, features_version: str) -> str:
+    """A short hash naming the frozen evaluation set (snapshot, users' contexts and targets)."""
+    digest = hashlib.sha256(features_version.encode())
+    digest.update(repr((split.test_users, split.test_target)).encode())
+    return digest.hexdigest()[:16]
+
+
+def description(version: Any, run: Any, verdict: Any, champion: str, eval_set: str) -> str:
+    """The model version's page in the MLflow UI: what it is, what made it, and the decision."""
+    tags, params = version.tags, run.data.params
+    airflow = {k.removeprefix("airflow."): v for k, v in run.data.tags.items() if "airflow." in k}
+    decision = "PROMOTED" if verdict.promote else "REJECTED"
+    lines = [
+        f"## {decision} against champion {('v' + champion) if champion else '(none)'}",
+        "",
+        verdict.reason,
+        "",
+        verdict.table(),
+        "",
+        f"Evaluation set `{eval_set}`: leave-last-out test items of features snapshot "
+        f"`{tags.get('recsys.features_interval', '?')}`; paired bootstrap over users.",
+        "",
+        "## Model",
+        f"- mode: **{tags.get('recsys.mode', '?')}**, parent version: "
+        f"{tags.get('recsys.parent_version') or '(none, trained from scratch)'}",
+        f"- data: features `{tags.get('recsys.features_interval', '?')}` (version "
+        f"`{tags.get('recsys.features_version', '?')[:12]}`), interval "
+        f"{params.get('data.interval_start', '?')} .. {params.get('data.interval_end', '?')}, "
+        f"{params.get('data.partitions', '?')} raw partitions, all validated by Great "
+        f"Expectations: {params.get('data.all_partitions_validated', '?')}",
+        f"- seed {params.get('train.seed', '?')}, git commit "
+        f"`{run.data.tags.get('recsys.git_commit', 'unknown')}`, MLflow run `{run.info.run_id}`",
+        f"- Airflow: DAG `{airflow.get('dag_id', '-')}`, run `{airflow.get('run_id', '-')}`",
+    ]
+    return "\n".join(lines)
+
+
+def run(
+    settings: Settings,
+    version: str,
+    cfg: PipelineConfig | None = None,
+    force: str | None = None,
+    block: str | None = None,
+) -> dict[str, Any]:
+    """Judge model ``version`` against the champion and move the alias if the gate passes.
+
+    ``force``/``block`` are an operator's reasons to promote or refuse whatever the gate says;
+    the criteria are still computed and recorded next to the reason.
+    """
+    from recsys.data import features
+    from recsys.registry.client import Registry
+    from recsys.release.evidence import gather, latency_p95_ms, latency_sample
+    from recsys.release.gate import Criterion, GateConfig, ModelEvidence, Verdict, decide
+    from recsys.release.pipeline import TAG_FEATURES, TAG_PARENT, split_of
+    from recsys.release.shadow import compare as shadow_compare
+
+    if force is not None and block is not None:
+        raise ValueError("give either force or block, not both")
+    for reason in (force, block):
+        if reason is not None and not reason.strip():
+            raise ValueError("an operator's force or block needs a reason")
+    cfg = cfg or PipelineConfig()
+    gate_cfg = GateConfig.load(os.environ.get(ENV_GATE_CONFIG))
+    version = str(version)
+    reg = Registry(settings)
+    challenger = reg.version(version)
+    run_ = reg.run(challenger.run_id)
+    champion = reg.alias(CHAMPION)
+    if champion is not None and str(champion.version) == version:
+        return {"version": version, "promoted": False, "reason": "already champion"}
+    champ_version = str(champion.version) if champion else ""
+    fs = features.load(settings, challenger.tags[TAG_FEATURES])
+    split = split_of(fs, cfg)
+    eval_set = evaluation_set_id(split, fs.manifest.get("version", ""))
+    metrics = run_.data.metrics
+
+    chal_rec, error = _load(reg, version)
+    shadow: dict[str, float] = {}
+    if chal_rec is None:
+        chal_ev = None
+        verdict = Verdict(False, f"infra validation failed: {error}", [
+            Criterion("infra validation (serving code path)", None, None, "loads and answers",
+                      False, error)])  # fmt: skip
+    else:
+        chal_ev = gather(chal_rec, split, fs.item_ids, gate_cfg, metrics.get("test_old.ndcg_at_10"))
+        champ_ev: ModelEvidence | None = None
+        if champion is not None:
+            champ_rec, champ_error = _load(reg, champ_version)
+            same_parent = challenger.tags.get(TAG_PARENT) == champ_version
+            old = metrics.get("parent.test_old.ndcg_at_10") if same_parent else None
+            if champ_rec is not None:
+                champ_ev = gather(champ_rec, split, fs.item_ids, gate_cfg, old)
+            if champ_ev is None or not champ_ev.smoke_ok:
+                log.warning("champion v%s is broken (%s): judged as missing", champ_version,
+                            champ_error or champ_ev and champ_ev.smoke_error)  # fmt: skip
+                champ_ev = None
+        if chal_ev.smoke_ok:  # time the models once, side by side: fair on a busy machine
+            timed = [chal_rec] if champ_ev is None else [chal_rec, champ_rec]
+            histories = latency_sample(split, fs.item_ids, gate_cfg.seed)
+            p95 = latency_p95_ms(timed, histories, gate_cfg.k)
+            chal_ev = dataclasses.replace(chal_ev, p95_ms=p95[0])
+            if champ_ev is not None:
+                champ_ev = dataclasses.replace(champ_ev, p95_ms=p95[1])
+        verdict = decide(chal_ev, champ_ev, gate_cfg, force=force, block=block)
+        if champion is not None:  # replay the champion's recent real requests through it
+            users = fs.sequences()[0]
+            ranks = {"challenger": chal_ev.ranks}
+            if champ_ev is not None:
+                ranks["champion"] = champ_ev.ranks
+            user_ids = [users[i] for i in split.test_users]
+            shadow = shadow_compare(settings, chal_rec, champ_version, user_ids, ranks, gate_cfg.k)
+    if verdict.promote:
+        kind = "force" if force else "promote"
+        verdict = _move_champion(settings, reg, version, champ_version or None, verdict, kind)
+    _record(reg, settings, challenger, run_, verdict, champ_version, eval_set, gate_cfg, shadow)
+    log.info("version %s %s: %s", version, "promoted" if verdict.promote else "rejected",
+             verdict.reason)  # fmt: skip
+    return {
+        "version": version,
+        "promoted": verdict.promote,
+        "reason": verdict.reason,
+        "criteria": [c.row() for c in verdict.criteria],
+        "evaluation_set": eval_set,
+        "shadow": shadow,
+        "champion_before": champ_version or None,
+        "champion": version if verdict.promote else champ_version or None,
+    }
+
+
+def _record(reg: Any, settings: Settings, challenger: Any, run_: Any, verdict: Any,
+            champ_version: str, eval_set: str, gate_cfg: Any,
+            shadow: dict[str, float]) -> None:  # fmt: skip
+    """Write the decision on the version, on the challenger's run and as a promotion run."""
+    verdict_word = "promoted" if verdict.promote else "rejected"
+    tags = {
+        "promotion.decision": verdict_word,
+        "promotion.reason": verdict.reason[:5000],
+        "promotion.compared_with": champ_version,
+        "promotion.evaluation_set": eval_set,
+        "promotion.metric": f"ndcg_at_{gate_cfg.k}",
+    }
+    for c in verdict.criteria:
+        key = "promotion.criterion." + "".join(ch if ch.isalnum() else "_" for ch in c.name)
+        tags[key.rstrip("_")] = f"{'pass' if c.passed else 'FAIL'} {_num(c.challenger)} vs " \
+                                f"{_num(c.champion)} ({c.threshold})"  # fmt: skip
+    tags.update({f"promotion.{k}": f"{v:.4f}" for k, v in shadow.items()})
+    text = description(challenger, run_, verdict, champ_version, eval_set)
+    if shadow:
+        text += "\n\n## Shadow comparison\n" + "\n".join(
+            f"- {k.removeprefix('shadow.')}: {v:.4f}" for k, v in shadow.items()
+        )
+    reg.tag_version(str(challenger.version), tags, description=text)
+    reg.log(challenger.run_id, tags=tags, metrics=shadow)
+    rows = [c.row() for c in verdict.criteria]
+    decision_run = reg.create_run(
+        f"promotion-v{challenger.version}",
+        {**tags, "recsys.version": str(challenger.version)},
+        experiment=f"{settings.experiment}-promotion",
+    )
+    reg.log(decision_run, params={f"gate.{k}": v for k, v in dataclasses.asdict(gate_cfg).items()})
+    reg.log(decision_run, metrics={"promoted": float(verdict.promote), **shadow})
+    reg.log_dict(decision_run, {"verdict": verdict.reason, "criteria": rows}, "gate.json")
+    reg.log_text(decision_run, text, "gate.md")
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _move_champion(
+    settings: Settings, reg: Any, version: str, compared_with: str | None, verdict: Any, kind: str
+) -> Any:
+    """Move ``champion`` through the alias log (recorded, compare-and-set on ``compared_with``).
+
+    A racing promoter that moved the champion since, or an operator's block, makes this a
+    rejection that says why, not a crash.
+    """
+    from recsys.registry import aliases
+
+    alias_log = aliases.AliasLog(settings.event_store_url)
+    try:
+        aliases.move_alias(
+            reg, alias_log, CHAMPION, version, aliases.actor(), verdict.reason, kind=kind,
+            expected_from=compared_with,
+        )  # fmt: skip
+    except aliases.AliasError as err:
+        log.warning("version %s not promoted: %s", version, err)
+        return dataclasses.replace(verdict, promote=False, reason=f"{err}; {verdict.reason}")
+    return verdict

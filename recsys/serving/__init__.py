@@ -1,0 +1,1 @@
+"""The serving plane: the HTTP API and the feedback it keeps in process."""
