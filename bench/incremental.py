@@ -11,7 +11,7 @@ The ratings are replayed in time order, one interval per UTC day. Each of the la
 days up to ``--end`` (by default the data's last day) that has events is predicted event by event
 (next item, HR@k / NDCG@k, full ranking with seen items filtered, context = the user's whole
 history before the event, including earlier events of the same day;
-``recsys.evaluation.metrics.next_interval_split``) by four strategies, all trained only on events
+``recsys.data.splits.next_interval_split``) by four strategies, all trained only on events
 before the day:
 
     (a) full      a full retrain every day on everything before the day
@@ -52,19 +52,17 @@ import torch
 from recsys import schema as S
 from recsys.config import EvalConfig, ModelConfig, TrainConfig
 from recsys.data.movielens import load_ml100k
-from recsys.evaluation.metrics import (
+from recsys.data.splits import (
     NextIntervalSplit,
     Split,
-    hit_rate_at_k,
     leave_last_out,
-    ndcg_at_k,
+    mix_replay,
     next_interval_split,
-    popularity_scores,
-    rank_targets,
 )
+from recsys.evaluation.metrics import hit_rate_at_k, ndcg_at_k, popularity_scores, rank_targets
 from recsys.model.sasrec import Checkpoint, build_model, score_contexts
 from recsys.release.gate import ndcg_per_user, paired_bootstrap
-from recsys.training.loop import TrainResult, mix_replay, train
+from recsys.training.loop import TrainResult, train
 
 DAY = 86_400  # seconds in a UTC day
 BOOT = 2000  # bootstrap resamples of the users for the confidence bounds

@@ -37,14 +37,9 @@ from common import device_label
 from recsys import schema as S
 from recsys.config import ModelConfig, TrainConfig
 from recsys.data.movielens import load_ml100k
+from recsys.data.splits import Split, leave_last_out
 from recsys.evaluation.baselines import FITTERS
-from recsys.evaluation.metrics import (
-    Split,
-    evaluate_beyond_accuracy,
-    evaluate_scores,
-    leave_last_out,
-    popularity_scores,
-)
+from recsys.evaluation.metrics import evaluate_beyond_accuracy, evaluate_scores, popularity_scores
 
 if TYPE_CHECKING:  # torch is only imported when SASRec is trained
     from recsys.training.loop import TrainResult

@@ -40,7 +40,7 @@ import numpy as np
 from common import device_label
 
 from recsys.config import ModelConfig, TrainConfig
-from recsys.evaluation.metrics import Split, leave_last_out
+from recsys.data.splits import Split, leave_last_out
 
 VARIANTS: dict[str, dict[str, Any]] = {  # train() rows: TrainConfig overrides
     "train": {},
@@ -71,7 +71,7 @@ def reference_tokens_per_s(
     import torch
 
     from recsys.model.sasrec import SASRec
-    from recsys.training.loop import build_windows
+    from recsys.training.windows import build_windows
 
     torch.manual_seed(cfg.seed)
     dev = torch.device(device)

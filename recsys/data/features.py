@@ -69,7 +69,7 @@ def audit_frame(interactions: pd.DataFrame, min_events: int) -> pd.DataFrame:
     leave-last-out split, computed by the very function training and evaluation use."""
     import numpy as np
 
-    from recsys.evaluation.metrics import leave_last_out
+    from recsys.data.splits import leave_last_out
 
     frame = interactions[[S.USER_ID, S.EVENT_ID, S.ITEM_IDX, EVENT_TS]].copy()
     frame["row"] = range(1, len(frame) + 1)  # split row ids, not items: roles map back to rows

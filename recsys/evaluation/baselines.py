@@ -18,8 +18,8 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.data.splits import Split
 from recsys.evaluation.metrics import (
-    Split,
     Subset,
     contexts_and_targets,
     evaluate_beyond_accuracy,

@@ -1,4 +1,4 @@
-"""Offline evaluation: leave-last-out and next-interval splits, full-catalogue ranking, metrics.
+"""Offline evaluation: full-catalogue ranking and its metrics (the splits: ``recsys.data.splits``).
 
 Everything here is a pure function on in-memory data. Items are integer indices ``1..n_items``
 (0 is padding); a dataset is ``list[list[int]]``, one time-ordered history per user.
@@ -9,136 +9,18 @@ already seen filtered out, because sampled metrics disagree with full ranking.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+from recsys.data.splits import Split
 
 if TYPE_CHECKING:  # model.py imports torch; only needed when a model is actually evaluated
     from recsys.model.sasrec import SASRec
 
 Subset = Literal["valid", "test"]
-Repeats = Literal["drop", "keep"]
 RANK_BLOCK = 1024  # rows ranked at once
-
-
-@dataclass(frozen=True)
-class Split:
-    """A leave-last-out split.
-
-    ``test_users[i]`` is the position, in the input list, of the user behind ``test_context[i]``,
-    ``test_target[i]``, ``valid_context[i]`` and ``valid_target[i]``.
-    """
-
-    train: list[list[int]]
-    valid_context: list[list[int]]
-    valid_target: list[int]
-    test_context: list[list[int]]
-    test_target: list[int]
-    test_users: list[int]
-
-
-def leave_last_out(sequences: Sequence[Sequence[int]], min_events: int = 3) -> Split:
-    """Hold out each user's last item for test and the one before it for validation.
-
-    Users with at least ``min_events`` items: test target ``seq[-1]`` (context ``seq[:-1]``), valid
-    target ``seq[-2]`` (context ``seq[:-2]``), train ``seq[:-2]``. Shorter users only contribute
-    their whole sequence to ``train``, and only if it has at least two items (one transition).
-    """
-    if min_events < 3:
-        raise ValueError(f"min_events must be >= 3 (train, valid and test), got {min_events}")
-    train: list[list[int]] = []
-    valid_context: list[list[int]] = []
-    valid_target: list[int] = []
-    test_context: list[list[int]] = []
-    test_target: list[int] = []
-    test_users: list[int] = []
-    for user, seq in enumerate(sequences):
-        seq = list(seq)
-        if len(seq) < min_events:
-            if len(seq) >= 2:
-                train.append(seq)
-            continue
-        train.append(seq[:-2])
-        valid_context.append(seq[:-2])
-        valid_target.append(seq[-2])
-        test_context.append(seq[:-1])
-        test_target.append(seq[-1])
-        test_users.append(user)
-    return Split(train, valid_context, valid_target, test_context, test_target, test_users)
-
-
-@dataclass(frozen=True)
-class NextIntervalSplit:
-    """Training sequences before a time window and one next-item case per event inside it.
-
-    ``train[u]`` holds user ``u``'s items strictly before the window: one entry per input user,
-    empty for users with no earlier event, so positions line up with the input. Case ``i`` asks
-    for item ``targets[i]`` of user ``users[i]`` given ``contexts[i]``, everything that user did
-    before that event (before the window and earlier inside it). Cases are ordered by user, then
-    time. ``n_repeats`` counts window events whose item was already in their context, whether
-    they were dropped or kept.
-    """
-
-    train: list[list[int]]
-    contexts: list[list[int]]
-    targets: list[int]
-    users: list[int]
-    n_repeats: int
-
-
-def next_interval_split(
-    histories: Sequence[Sequence[tuple[int, float]]],
-    start: float,
-    end: float,
-    repeats: Repeats = "drop",
-) -> NextIntervalSplit:
-    """Split time-ordered ``(item, timestamp)`` histories at the window ``[start, end)``.
-
-    Events before ``start`` become training sequences; every event in ``[start, end)`` becomes
-    one evaluation case whose context is the user's whole history before it, so later events of
-    a day are predicted knowing the earlier ones. Events at or after ``end`` are ignored. Events
-    with equal timestamps keep their input order. ``start == end`` is an empty window.
-
-    ``repeats`` decides what happens to an event whose item the user has already seen:
-    ``rank_targets`` never filters the target itself, so such a case can still be hit offline,
-    although ``top_k`` (what is served) never recommends a seen item. ``"drop"`` (the default)
-    removes those cases, so the metrics measure what serving can deliver: the next *new* item;
-    ``"keep"`` evaluates them anyway. Either way they are counted in ``n_repeats``.
-    MovieLens has no repeats (one rating per user and item), so there the choice changes nothing.
-    """
-    if end < start:
-        raise ValueError(f"window end {end} is before its start {start}")
-    if repeats not in ("drop", "keep"):
-        raise ValueError(f"repeats must be 'drop' or 'keep', got {repeats!r}")
-    train: list[list[int]] = []
-    contexts: list[list[int]] = []
-    targets: list[int] = []
-    users: list[int] = []
-    n_repeats = 0
-    for user, history in enumerate(histories):
-        items = [int(item) for item, _ in history]
-        times = [float(t) for _, t in history]
-        if any(later < earlier for earlier, later in zip(times, times[1:], strict=False)):
-            raise ValueError(f"history of user {user} is not ordered by time")
-        if any(item < 1 for item in items):
-            raise ValueError(f"history of user {user} has item indices below 1 (0 is padding)")
-        lo, hi = bisect_left(times, start), bisect_left(times, end)  # window is items[lo:hi]
-        train.append(items[:lo])
-        seen = set(items[:lo])
-        for pos in range(lo, hi):
-            item = items[pos]
-            if item in seen:
-                n_repeats += 1
-                if repeats == "drop":
-                    continue
-            seen.add(item)
-            contexts.append(items[:pos])
-            targets.append(item)
-            users.append(user)
-    return NextIntervalSplit(train, contexts, targets, users, n_repeats)
 
 
 def _as_ranks(ranks: Sequence[int] | np.ndarray) -> np.ndarray:

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from recsys.evaluation.metrics import Split, catalogue_coverage, rank_targets, top_k
+from recsys.data.splits import Split
+from recsys.evaluation.metrics import catalogue_coverage, rank_targets, top_k
 from recsys.model.recommender import Recommender
 from recsys.model.sasrec import score_contexts
 from recsys.release.gate import GateConfig, ModelEvidence

@@ -97,10 +97,10 @@ def forgetting_metrics(parent: Any, ckpt: Any, splits: Any, n_items: int, k: int
 
 def split_of(fs: Any, cfg: PipelineConfig) -> Any:
     """The leave-last-out split of a snapshot's sequences."""
-    from recsys.evaluation import metrics as E
+    from recsys.data.splits import leave_last_out
 
     _, sequences = fs.sequences()
-    return E.leave_last_out(sequences, min_events=cfg.eval.min_events)
+    return leave_last_out(sequences, min_events=cfg.eval.min_events)
 
 
 def train(
@@ -129,6 +129,7 @@ def train(
     fs = features.load(settings)
     interval_id = fs.manifest["interval"]["id"]
     init, parent, since = None, None, None
+    from recsys.data.splits import incremental_splits
     from recsys.model.sasrec import Checkpoint
     from recsys.training import loop as T  # torch: only once we know there is work to do
 
@@ -155,7 +156,7 @@ def train(
     else:  # new users' data, a replay of old users' and a fixed old slice to check forgetting
         users, sequences = fs.sequences()
         active = set(fs.sequences(since)[0])
-        splits = T.incremental_splits(
+        splits = incremental_splits(
             users, sequences, active, train_cfg.replay_ratio, train_cfg.seed, cfg.eval.min_events
         )
         split = splits.train

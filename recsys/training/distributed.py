@@ -24,7 +24,7 @@ from recsys.config import PipelineConfig, Settings
 
 def _data(args: argparse.Namespace, cfg: PipelineConfig) -> tuple[Any, int, dict[str, Any]]:
     """(split, n_items, metadata) from a sequences file or the current features snapshot."""
-    from recsys.evaluation.metrics import leave_last_out
+    from recsys.data.splits import leave_last_out
 
     if args.sequences is not None:
         payload = json.loads(Path(args.sequences).read_text())

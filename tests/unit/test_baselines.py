@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from recsys.data.splits import leave_last_out
 from recsys.evaluation import baselines
 from recsys.evaluation.baselines import (
     FITTERS,
@@ -16,7 +17,7 @@ from recsys.evaluation.baselines import (
     fit_popularity,
     interaction_matrix,
 )
-from recsys.evaluation.metrics import evaluate_popularity, evaluate_scores, leave_last_out, top_k
+from recsys.evaluation.metrics import evaluate_popularity, evaluate_scores, top_k
 
 N_CHAIN = 10
 

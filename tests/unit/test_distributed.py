@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from recsys.evaluation.metrics import evaluate_model, evaluate_popularity, leave_last_out
+from recsys.data.splits import leave_last_out
+from recsys.evaluation.metrics import evaluate_model, evaluate_popularity
 from recsys.model.sasrec import Checkpoint, build_model
 from recsys.training.loop import train
 from tests.unit.test_train import MODEL, N_ITEMS, TRAIN, walks

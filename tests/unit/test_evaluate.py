@@ -5,15 +5,13 @@ import math
 import numpy as np
 import pytest
 
+from recsys.data.splits import Split, leave_last_out, next_interval_split
 from recsys.evaluation.metrics import (
-    Split,
     evaluate_popularity,
     evaluate_scores,
     hit_rate_at_k,
-    leave_last_out,
     mrr,
     ndcg_at_k,
-    next_interval_split,
     popularity_scores,
     rank_targets,
 )

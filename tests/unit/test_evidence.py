@@ -5,7 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from recsys.evaluation.metrics import evaluate_model, leave_last_out
+from recsys.data.splits import leave_last_out
+from recsys.evaluation.metrics import evaluate_model
 from recsys.model.recommender import Recommender
 from recsys.model.sasrec import build_model
 from recsys.release.evidence import gather, latency_p95_ms, latency_sample, smoke

@@ -7,18 +7,13 @@ import pytest
 import torch
 
 from recsys.config import ModelConfig, TrainConfig
-from recsys.evaluation.metrics import evaluate_model, evaluate_popularity, leave_last_out
+from recsys.data.splits import leave_last_out
+from recsys.evaluation.metrics import evaluate_model, evaluate_popularity
 from recsys.model.sasrec import SASRec, build_model, score_contexts
-from recsys.training.loop import (
-    SoftmaxCrossEntropy,
-    WeightAverage,
-    build_windows,
-    dense_loss_sum,
-    drop_items,
-    init_model,
-    seen_items,
-    train,
-)
+from recsys.training.loop import train
+from recsys.training.losses import SoftmaxCrossEntropy, dense_loss_sum, seen_items
+from recsys.training.optim import WeightAverage, init_model
+from recsys.training.windows import build_windows, drop_items
 
 N_ITEMS = 60
 MODEL = ModelConfig(max_len=20, d_model=32, n_layers=1, n_heads=2, dropout=0.1)
@@ -191,7 +186,7 @@ def test_train_leaves_the_global_rng_alone(split):
 
 
 def test_lr_schedules_warm_up_then_hold_or_decay_to_zero():
-    from recsys.training.loop import lr_at
+    from recsys.training.optim import lr_at
 
     const = TrainConfig(lr=1e-3, epochs=10, warmup_epochs=0)
     assert [lr_at(const, p) for p in (0.0, 5.0, 10.0)] == [1e-3] * 3
@@ -212,7 +207,7 @@ def test_lr_schedules_warm_up_then_hold_or_decay_to_zero():
 
 
 def test_the_optimizer_follows_the_schedule_and_bad_schedules_are_refused(split):
-    from recsys.training.loop import lr_at
+    from recsys.training.optim import lr_at
 
     cfg = dataclasses.replace(TRAIN, epochs=2, eval_every=1, schedule="cosine")
     result = train(split, N_ITEMS, MODEL, cfg)
@@ -231,6 +226,7 @@ def test_an_epoch_weighs_every_target_alike_whatever_its_batch(monkeypatch, dens
     as if batches were uniform: a target of a short history is not worth more than another.
     Both forms of a step: the CPU's (indexed, chunked loss) and the GPU's (dense loss)."""
     import recsys.training.loop as T
+    import recsys.training.losses as L
 
     monkeypatch.setattr(T, "GRAD_CLIP", 1e9)
     monkeypatch.setattr(T, "_dense_steps", lambda device, cfg: dense)
@@ -243,9 +239,9 @@ def test_an_epoch_weighs_every_target_alike_whatever_its_batch(monkeypatch, dens
 
     x, y = data[:, :-1], data[:, 1:]
     sel = (x != 0) & (y != 0)
-    seen = T.seen_items(x, sel)  # cfg.mask_seen is on, as by default
+    seen = L.seen_items(x, sel)  # cfg.mask_seen is on, as by default
     assert cfg.mask_seen
-    full = T.SoftmaxCrossEntropy.apply(model.hidden(x)[sel], model.item_emb.weight, y[sel], seen)
+    full = L.SoftmaxCrossEntropy.apply(model.hidden(x)[sel], model.item_emb.weight, y[sel], seen)
     names = [n for n, _ in model.named_parameters()]
     grads = torch.autograd.grad(full, list(model.parameters()))
     expected = {n: -cfg.lr * 2 * g for n, g in zip(names, grads, strict=True)}  # 2 batches
@@ -385,9 +381,9 @@ def _masked_cross_entropy(rows, weight, targets, seen):
 
 
 def test_both_losses_leave_the_seen_items_but_not_the_target_out_of_the_softmax(monkeypatch):
-    import recsys.training.loop as T
+    import recsys.training.losses as L
 
-    monkeypatch.setattr(T, "CE_CHUNK", 4)  # several chunks, the last one short
+    monkeypatch.setattr(L, "CE_CHUNK", 4)  # several chunks, the last one short
     gen = torch.Generator().manual_seed(0)
     hidden = torch.randn(3, 5, 8, generator=gen, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(12, 8, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -403,7 +399,7 @@ def test_both_losses_leave_the_seen_items_but_not_the_target_out_of_the_softmax(
     assert torch.isfinite(want) and want.item() < plain.item()  # the mask changed the loss
     want_grads = torch.autograd.grad(want, [hidden, weight])
     n = int(keep.sum())
-    chunked = T.SoftmaxCrossEntropy.apply(hidden[keep], weight, targets[keep], seen) * n
+    chunked = L.SoftmaxCrossEntropy.apply(hidden[keep], weight, targets[keep], seen) * n
     dense = dense_loss_sum(hidden, weight, targets, keep, seen_items(inputs))
     for got in (chunked, dense):
         torch.testing.assert_close(got, want)

@@ -14,9 +14,11 @@ import torch
 
 import recsys.training.loop as T
 from recsys.config import TrainConfig
-from recsys.evaluation.metrics import evaluate_model, evaluate_popularity, leave_last_out
+from recsys.data.splits import leave_last_out, mix_replay
+from recsys.evaluation.metrics import evaluate_model, evaluate_popularity
 from recsys.model.sasrec import build_model
-from recsys.training.loop import mix_replay, sampled_softmax_loss, train
+from recsys.training.loop import train
+from recsys.training.losses import sampled_softmax_loss
 from tests.unit.test_train import MODEL, N_ITEMS, TRAIN, walks
 
 RESUME_CFG = dataclasses.replace(TRAIN, epochs=12, eval_every=2, patience=100)
@@ -27,7 +29,7 @@ CHILD = textwrap.dedent(
     import dataclasses, json, sys, time
     import torch
     import recsys.training.loop as T
-    from recsys.evaluation.metrics import leave_last_out
+    from recsys.data.splits import leave_last_out
     from tests.unit.test_train import MODEL, N_ITEMS, TRAIN, walks
 
     torch.set_num_threads(1)
