@@ -12,14 +12,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, dag
+from airflow.sdk import dag
 
-from recsys.dag_tasks import release, training_params
+from recsys.dag_tasks import FEATURES, release, training_params
 
 
 @dag(
     dag_id="recsys_incremental_finetune",
-    schedule=[Asset("recsys_features")],
+    schedule=[FEATURES],
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

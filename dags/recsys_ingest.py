@@ -24,11 +24,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, CronDataIntervalTimetable, dag
+from airflow.sdk import CronDataIntervalTimetable, dag
 
-from recsys.dag_tasks import build_features, collect, online_ctr, validate
-
-FEATURES = Asset("recsys_features")
+from recsys.dag_tasks import FEATURES, build_features, collect, online_ctr, validate
 
 
 @dag(

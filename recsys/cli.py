@@ -143,54 +143,20 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> None:
     _print(result, args.json, lines)
 
 
-def registry_state(settings: Settings) -> list[dict[str, Any]]:
-    from recsys.registry.client import Registry
-
-    reg = Registry(settings)
-    rows = []
-    for v in reg.versions():
-        rows.append(
-            {
-                "version": v.version,
-                "aliases": list(v.aliases),
-                "mode": v.tags.get("recsys.mode", ""),
-                "parent": v.tags.get("recsys.parent_version", ""),
-                "ndcg_at_10": v.tags.get("test.ndcg_at_10", ""),
-                "hr_at_10": v.tags.get("test.hr_at_10", ""),
-                "popularity_ndcg_at_10": v.tags.get("popularity.ndcg_at_10", ""),
-                "decision": v.tags.get("promotion.decision", ""),
-                "features": v.tags.get("recsys.features_interval", ""),
-            }
-        )
-    return rows
-
-
-def format_registry(rows: list[dict[str, Any]]) -> list[str]:
-    head = (
-        f"{'version':>7}  {'aliases':<20} {'mode':<11} {'parent':>6}  {'NDCG@10':>7}  "
-        f"{'HR@10':>6}  {'popularity NDCG@10':>18}  {'decision':<9} features"
-    )
-    lines = [head]
-    for r in rows:
-        lines.append(
-            f"{r['version']:>7}  {','.join(r['aliases']):<20} {r['mode']:<11} {r['parent']:>6}  "
-            f"{r['ndcg_at_10']:>7}  {r['hr_at_10']:>6}  {r['popularity_ndcg_at_10']:>18}  "
-            f"{r['decision']:<9} {r['features']}"
-        )
-    return lines
-
-
 def cmd_registry(args: argparse.Namespace, settings: Settings) -> None:
-    rows = registry_state(settings)
+    from recsys.registry.listing import format_registry, registry_rows
+
+    rows = registry_rows(settings)
     _print(rows, args.json, format_registry(rows) if rows else ["no model versions yet"])
 
 
 def _alias_log(settings: Settings, alias: str) -> Any:
     """The alias log, first brought in step with MLflow (moves made outside recsys recorded)."""
     from recsys.registry import aliases
+    from recsys.registry.alias_log import AliasLog
     from recsys.registry.client import Registry
 
-    alias_log = aliases.AliasLog(settings.event_store_url)
+    alias_log = AliasLog(settings.event_store_url)
     aliases.reconcile(Registry(settings), alias_log, alias)
     return alias_log
 
@@ -202,7 +168,7 @@ def cmd_registry_history(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_registry_live_at(args: argparse.Namespace, settings: Settings) -> None:
-    from recsys.registry.aliases import parse_time
+    from recsys.registry.alias_log import parse_time
 
     when = parse_time(args.time)
     move = _alias_log(settings, args.alias).live_at(args.alias, when)
@@ -226,12 +192,13 @@ def cmd_registry_live_at(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> None:
     from recsys.registry import aliases
+    from recsys.registry.alias_log import AliasError, AliasLog, actor
     from recsys.registry.client import Registry
 
-    alias_log = aliases.AliasLog(settings.event_store_url)
+    alias_log = AliasLog(settings.event_store_url)
     try:
-        move = aliases.rollback(Registry(settings), alias_log, aliases.actor(), args.reason)
-    except aliases.AliasError as err:
+        move = aliases.rollback(Registry(settings), alias_log, actor(), args.reason)
+    except AliasError as err:
         sys.exit(f"recsys rollback: error: {err}")
     _print(
         move.as_dict(),
@@ -257,7 +224,7 @@ def cmd_quarantine_list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_quarantine_release(args: argparse.Namespace, settings: Settings) -> None:
-    from recsys.data.quarantine import release
+    from recsys.data.ingest import release
 
     result = release(settings, args.partition)
     if result["released"]:

@@ -19,7 +19,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from recsys.data.lake import LakePath, lake_path
+# A lake path: a ``pathlib.Path`` for a local root, a ``upath.UPath`` for a URL. Both offer the
+# pathlib API used here (``/``, ``name``, ``parent``, ``exists``, ``open``, ``unlink``...).
+LakePath = Path
+
+
+def lake_path(value: str | os.PathLike[str]) -> LakePath:
+    """A lake path from configuration or from a path the lake printed: a local path (``~``
+    expanded, made absolute; ``file://`` URLs too) or an fsspec URL such as ``s3://bucket/lake``,
+    which needs its filesystem's package (``s3fs`` for S3) installed. Listings are not cached:
+    other processes write the lake."""
+    text = os.fspath(value)
+    scheme, sep, rest = text.partition("://")
+    if not sep or len(scheme) < 2:  # no URL (``C:\\`` is a drive, not a scheme)
+        return Path(text).expanduser().resolve()
+    if scheme == "file":
+        return Path(rest).expanduser().resolve()
+    try:
+        from upath import UPath
+
+        path = UPath(text, use_listings_cache=False)
+        path.fs  # noqa: B018 - instantiates the filesystem: a missing package fails here, clearly
+        return path
+    except (ImportError, ValueError) as err:
+        raise ValueError(
+            f"lake root {text!r}: no filesystem for {scheme}:// ({err}). Install the fsspec "
+            f"implementation for it (s3fs for s3://, gcsfs for gs://, adlfs for abfs://)"
+        ) from err
+
 
 REGISTERED_MODEL = "recsys"
 EXPERIMENT = "recsys"

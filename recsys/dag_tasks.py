@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import Param, get_current_context, task
+from airflow.sdk import Asset, Param, get_current_context, task
 
 from recsys.config import TRAINING_POOL
 
 TRAINING_TAGS = ("dag_id", "run_id", "logical_date")
+# Updated by recsys_ingest when a snapshot changed; triggers recsys_incremental_finetune.
+FEATURES = Asset("recsys_features")
 
 
 def _settings() -> Any:

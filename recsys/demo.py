@@ -377,7 +377,7 @@ def _import_events(settings: Settings, env: dict[str, str], plan: Plan) -> str:
 def _loop(
     settings: Settings, env: dict[str, str], services: Services, t0: float, plan: Plan
 ) -> None:
-    from recsys.cli import format_registry, registry_state
+    from recsys.registry.listing import format_registry, registry_rows
 
     api_port, airflow_port = plan.api_port, plan.airflow_port
     _say(t0, f"state folder: {settings.home}")
@@ -452,7 +452,7 @@ def _loop(
     _say(t0, f"features of the re-run intervals byte-identical: {'yes' if same else 'NO'}")
 
     print("\nModel registry (MLflow):")
-    print("\n".join(format_registry(registry_state(settings))))
+    print("\n".join(format_registry(registry_rows(settings))))
 
     services.start(
         "recsys-serve", _bin("recsys"), "serve", "--port", str(api_port), "--poll-seconds", "5"

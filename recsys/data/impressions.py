@@ -27,8 +27,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from recsys import schema as S
+from recsys.config import LakePath
 from recsys.data.events import REQUEST_ID, EventStore, events_table, utc_naive
-from recsys.data.lake import Interval, LakePath, write_json
+from recsys.data.lake import Interval, write_json
 
 log = logging.getLogger(__name__)
 

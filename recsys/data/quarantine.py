@@ -1,12 +1,9 @@
-"""Operating the quarantine: see what was stopped and why, and release a partition after a fix.
+"""The quarantine: what the gate stopped, why, and where its rows are.
 
 Two things put a partition here: the validation gate (``recsys.data.validate``), and a validated raw
 partition found corrupt later, its bytes no longer matching the hash in its manifest
-(``quarantine_corrupt``, called by the features build that read it). A release re-collects the
-interval from the event store (where the fix was made, or simply the intact source of a corrupt
-copy) and runs the full validation gate again: nothing skips the gate. The quarantined copy is kept
-under ``quarantine/released/``, and the features snapshots that should include the partition are
-rebuilt.
+(``quarantine_corrupt``, called by the features build that read it). ``recsys.data.ingest.release``
+takes a partition out again after a fix: it re-runs the whole ingest chain on it.
 """
 
 from __future__ import annotations
@@ -15,15 +12,13 @@ import datetime as dt
 import logging
 from typing import Any
 
-from recsys.config import Settings
+from recsys.config import LakePath, Settings
 from recsys.data.lake import (
     EVENTS,
     MANIFEST,
     REPORT,
     CorruptPartitionError,
-    Interval,
     Lake,
-    LakePath,
     file_sha256,
     move_tree,
     partition_lock,
@@ -147,40 +142,3 @@ def list_quarantined(settings: Settings) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def release(settings: Settings, interval_id: str) -> dict[str, Any]:
-    """Re-collect and re-validate a quarantined interval; publish it if it now passes."""
-    from recsys.data import collect, features, validate
-
-    lake = Lake(settings.lake_root)
-    try:
-        interval = Interval.from_id(interval_id)
-    except ValueError as err:
-        raise ValueError(
-            f"{interval_id!r} is not a partition id (see `recsys quarantine list`)"
-        ) from err
-    if lake.manifest("quarantine", interval) is None:
-        raise ValueError(
-            f"{interval_id} is not quarantined; `recsys quarantine list` shows what is"
-        )
-    collect.run(settings, interval)
-    checked = validate.run(settings, interval)
-    result: dict[str, Any] = {
-        "interval": interval_id,
-        "released": checked["success"],
-        "validation": checked,
-    }
-    if not checked["success"]:
-        log.error("%s still fails validation: %s", interval_id, checked["summary"])
-        return result
-    rebuilt = []
-    if checked["rows"]:
-        rebuilt.append(features.run(settings, interval)["interval"]["id"])
-        latest = read_json(lake.latest_path)
-        if latest and latest["interval"]["id"] != interval.id:
-            newest = Interval.from_id(latest["interval"]["id"])
-            rebuilt.append(features.run(settings, newest)["interval"]["id"])
-    result["features_rebuilt"] = rebuilt
-    log.info("released %s; rebuilt features %s", interval_id, rebuilt)
-    return result

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recsys import schema as S
-from recsys.config import DriftPolicy, Settings
+from recsys.config import DriftPolicy, LakePath, Settings
 from recsys.data import drift
 from recsys.data.lake import (
     EVENTS,
@@ -27,7 +27,6 @@ from recsys.data.lake import (
     REPORT,
     Interval,
     Lake,
-    LakePath,
     is_local,
     move_tree,
     publish,

@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from recsys.config import Settings
 from recsys.model.sasrec import Checkpoint
+from recsys.registry.tags import CHECKPOINT_DIR, CHECKPOINT_FILE, MODEL_NAME
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,9 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoint"
-CHECKPOINT_FILE = "checkpoint.pt"
-MODEL_NAME = "model"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 DEFAULT_K = 10  # recommendations per user when the caller passes no ``k`` (as the pyfunc)
 

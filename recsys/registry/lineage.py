@@ -44,7 +44,7 @@ def of_version(settings: Settings, version_or_alias: str) -> dict[str, Any]:
     import mlflow
 
     from recsys.registry.client import Registry
-    from recsys.release.pipeline import LINEAGE_FILE
+    from recsys.registry.tags import LINEAGE_FILE
 
     reg = Registry(settings)
     if version_or_alias.isdigit():

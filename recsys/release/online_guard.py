@@ -85,12 +85,13 @@ def check(
     """Compare the live champion's CTR with its predecessor's; roll back on a clear drop."""
     from recsys.data.impressions import ctr_by_version
     from recsys.registry import aliases
+    from recsys.registry.alias_log import AliasLog, actor
     from recsys.registry.client import Registry
 
     cfg = cfg or OnlineGuardConfig.load()
     now = _naive(now or dt.datetime.now(dt.UTC))
     reg = Registry(settings)
-    alias_log = aliases.AliasLog(settings.event_store_url)
+    alias_log = AliasLog(settings.event_store_url)
     aliases.reconcile(reg, alias_log, CHAMPION)
     chain = alias_log.chain(CHAMPION)
     if len(chain) < 2 or chain[-2] is None or chain[-1] is None:
@@ -117,7 +118,7 @@ def check(
     if not roll:
         log.info("online guard: keeping v%s: %s", live, why)
         return {**result, "rolled_back": False}
-    move = aliases.rollback(reg, alias_log, aliases.actor(), f"automatic rollback: {why}")
+    move = aliases.rollback(reg, alias_log, actor(), f"automatic rollback: {why}")
     log.warning(
         "online guard: rolled champion back from v%s to v%s: %s", live, move.to_version, why
     )

@@ -14,18 +14,28 @@ from pathlib import Path
 from typing import Any
 
 from recsys.config import CHALLENGER, CHAMPION, PipelineConfig, Settings, to_dict
+from recsys.registry.tags import (
+    AIRFLOW,
+    BASELINE,
+    COMPARISON_JSON,
+    COMPARISON_MD,
+    CONFIG_FILE,
+    LINEAGE_FILE,
+    PLOTS,
+    POPULARITY,
+    TAG_BASELINES_SKIPPED,
+    TAG_DATA_END,
+    TAG_FEATURES,
+    TAG_FEATURES_VERSION,
+    TAG_GIT_COMMIT,
+    TAG_MODE,
+    TAG_PARENT,
+    TAG_RUN,
+    TEST,
+    VERSION_METRICS,
+)
 
 log = logging.getLogger(__name__)
-
-# Tags written on runs and model versions (also what `recsys` reads back).
-TAG_MODE = "recsys.mode"
-TAG_FEATURES = "recsys.features_interval"
-TAG_DATA_END = "recsys.data_last_ingested_at"
-TAG_PARENT = "recsys.parent_version"
-TAG_RUN = "recsys.run_id"
-TAG_FEATURES_VERSION = "recsys.features_version"
-TAG_GIT_COMMIT = "recsys.git_commit"
-LINEAGE_FILE = "lineage.json"
 
 
 def lineage_record(fs: Any, mode: str, parent: str | None) -> dict[str, Any]:
@@ -179,7 +189,7 @@ def train(
         TAG_PARENT: parent or "",
         TAG_FEATURES_VERSION: fs.manifest.get("version", ""),
         TAG_GIT_COMMIT: code_version(),
-        **{f"airflow.{k}": v for k, v in (context or {}).items()},
+        **{f"{AIRFLOW}{k}": v for k, v in (context or {}).items()},
     }
     run_id = reg.create_run(f"{mode}-{interval_id}", tags)
     params = {
@@ -230,7 +240,7 @@ def train(
             "mode": mode,
             "features": {k: v for k, v in fs.manifest.items() if k != "item_ids"},
         },
-        "config.json",
+        CONFIG_FILE,
     )
     reg.log_dict(run_id, lineage_record(fs, mode, parent), LINEAGE_FILE)
     reg.log_checkpoint(run_id, ckpt)
@@ -289,24 +299,24 @@ def evaluate(settings: Settings, run_id: str, cfg: PipelineConfig | None = None)
             continue
         rows[name] = metrics_of(fit(split.train, n_items).score(contexts))
     metrics = {
-        **{f"test.{key}": v for key, v in rows["sasrec (this run)"].items()},
-        **{f"popularity.{key}": v for key, v in E.evaluate_popularity(split, n_items, k).items()},
+        **{f"{TEST}{key}": v for key, v in rows["sasrec (this run)"].items()},
+        **{f"{POPULARITY}{key}": v for key, v in E.evaluate_popularity(split, n_items, k).items()},
         **{
-            f"baseline.{name}.{key}": v
+            f"{BASELINE}{name}.{key}": v
             for name, row in list(rows.items())[1:]
             for key, v in row.items()
             if key != "n_users"
         },
     }
     skipped_text = "; ".join(f"{name}: {why}" for name, why in skipped.items()) or "none"
-    reg.log(run_id, metrics=metrics, tags={"baseline.skipped": skipped_text})
+    reg.log(run_id, metrics=metrics, tags={TAG_BASELINES_SKIPPED: skipped_text})
 
     columns = [f"hr_at_{k}", f"ndcg_at_{k}", "mrr", f"coverage_at_{k}", f"novelty_at_{k}"]
     table = report.comparison_table(rows, [*columns, f"arp_at_{k}"], [f"arp_at_{k}"])
     header = f"Test: last item of {len(targets)} users, full ranking, seen items filtered.\n\n"
-    reg.log_text(run_id, f"{header}{table}\nSkipped baselines: {skipped_text}\n", "comparison.md")
+    reg.log_text(run_id, f"{header}{table}\nSkipped baselines: {skipped_text}\n", COMPARISON_MD)
     named_rows = [{"model": model, **row} for model, row in rows.items()]
-    reg.log_table(run_id, report.as_columns(named_rows), "comparison.json")
+    reg.log_table(run_id, report.as_columns(named_rows), COMPARISON_JSON)
 
     curves = {"train.loss": "train loss", f"train.ndcg_at_{k}": f"valid ndcg_at_{k}"}
     history = [
@@ -318,8 +328,8 @@ def evaluate(settings: Settings, run_id: str, cfg: PipelineConfig | None = None)
     topk = E.top_k(scores, contexts, k)  # (N, k)
     plots = report.evaluation_plots(history, list(curves.values()), ranks, lengths, topk, counts, k)
     for name, (fig, data) in plots.items():
-        reg.log_figure(run_id, fig, f"plots/{name}.png")
-        reg.log_table(run_id, report.as_columns(data), f"plots/{name}.json")
+        reg.log_figure(run_id, fig, f"{PLOTS}/{name}.png")
+        reg.log_table(run_id, report.as_columns(data), f"{PLOTS}/{name}.json")
     log.info("run %s: %s", run_id, metrics)
     return {"run_id": run_id, **metrics}
 
@@ -336,11 +346,7 @@ def register(settings: Settings, run_id: str) -> dict[str, Any]:
     }
     tags[TAG_RUN] = run_id
     tags.update(
-        {
-            k: f"{v:.4f}"
-            for k, v in run.data.metrics.items()
-            if k.startswith(("test.", "popularity."))
-        }
+        {k: f"{v:.4f}" for k, v in run.data.metrics.items() if k.startswith(VERSION_METRICS)}
     )
     with tempfile.TemporaryDirectory() as tmp:
         ckpt_path = reg.run_checkpoint(run_id, Path(tmp))

@@ -21,6 +21,24 @@ from pathlib import Path
 from typing import Any
 
 from recsys.config import CHAMPION, PipelineConfig, Settings
+from recsys.registry.tags import (
+    AIRFLOW,
+    CRITERION,
+    GATE_JSON,
+    GATE_MD,
+    PROMOTION,
+    TAG_COMPARED_WITH,
+    TAG_DECISION,
+    TAG_EVALUATION_SET,
+    TAG_FEATURES,
+    TAG_FEATURES_VERSION,
+    TAG_GIT_COMMIT,
+    TAG_METRIC,
+    TAG_MODE,
+    TAG_PARENT,
+    TAG_REASON,
+    TAG_VERSION,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +66,7 @@ def evaluation_set_id(split: Any, features_version: str) -> str:
 def description(version: Any, run: Any, verdict: Any, champion: str, eval_set: str) -> str:
     """The model version's page in the MLflow UI: what it is, what made it, and the decision."""
     tags, params = version.tags, run.data.params
-    airflow = {k.removeprefix("airflow."): v for k, v in run.data.tags.items() if "airflow." in k}
+    airflow = {k.removeprefix(AIRFLOW): v for k, v in run.data.tags.items() if AIRFLOW in k}
     decision = "PROMOTED" if verdict.promote else "REJECTED"
     lines = [
         f"## {decision} against champion {('v' + champion) if champion else '(none)'}",
@@ -58,18 +76,18 @@ def description(version: Any, run: Any, verdict: Any, champion: str, eval_set: s
         verdict.table(),
         "",
         f"Evaluation set `{eval_set}`: leave-last-out test items of features snapshot "
-        f"`{tags.get('recsys.features_interval', '?')}`; paired bootstrap over users.",
+        f"`{tags.get(TAG_FEATURES, '?')}`; paired bootstrap over users.",
         "",
         "## Model",
-        f"- mode: **{tags.get('recsys.mode', '?')}**, parent version: "
-        f"{tags.get('recsys.parent_version') or '(none, trained from scratch)'}",
-        f"- data: features `{tags.get('recsys.features_interval', '?')}` (version "
-        f"`{tags.get('recsys.features_version', '?')[:12]}`), interval "
+        f"- mode: **{tags.get(TAG_MODE, '?')}**, parent version: "
+        f"{tags.get(TAG_PARENT) or '(none, trained from scratch)'}",
+        f"- data: features `{tags.get(TAG_FEATURES, '?')}` (version "
+        f"`{tags.get(TAG_FEATURES_VERSION, '?')[:12]}`), interval "
         f"{params.get('data.interval_start', '?')} .. {params.get('data.interval_end', '?')}, "
         f"{params.get('data.partitions', '?')} raw partitions, all validated by Great "
         f"Expectations: {params.get('data.all_partitions_validated', '?')}",
         f"- seed {params.get('train.seed', '?')}, git commit "
-        f"`{run.data.tags.get('recsys.git_commit', 'unknown')}`, MLflow run `{run.info.run_id}`",
+        f"`{run.data.tags.get(TAG_GIT_COMMIT, 'unknown')}`, MLflow run `{run.info.run_id}`",
         f"- Airflow: DAG `{airflow.get('dag_id', '-')}`, run `{airflow.get('run_id', '-')}`",
     ]
     return "\n".join(lines)
@@ -91,7 +109,7 @@ def run(
     from recsys.registry.client import Registry
     from recsys.release.evidence import gather, latency_p95_ms, latency_sample
     from recsys.release.gate import Criterion, GateConfig, ModelEvidence, Verdict, decide
-    from recsys.release.pipeline import TAG_FEATURES, TAG_PARENT, split_of
+    from recsys.release.pipeline import split_of
     from recsys.release.shadow import compare as shadow_compare
 
     if force is not None and block is not None:
@@ -173,17 +191,17 @@ def _record(reg: Any, settings: Settings, challenger: Any, run_: Any, verdict: A
     """Write the decision on the version, on the challenger's run and as a promotion run."""
     verdict_word = "promoted" if verdict.promote else "rejected"
     tags = {
-        "promotion.decision": verdict_word,
-        "promotion.reason": verdict.reason[:5000],
-        "promotion.compared_with": champ_version,
-        "promotion.evaluation_set": eval_set,
-        "promotion.metric": f"ndcg_at_{gate_cfg.k}",
+        TAG_DECISION: verdict_word,
+        TAG_REASON: verdict.reason[:5000],
+        TAG_COMPARED_WITH: champ_version,
+        TAG_EVALUATION_SET: eval_set,
+        TAG_METRIC: f"ndcg_at_{gate_cfg.k}",
     }
     for c in verdict.criteria:
-        key = "promotion.criterion." + "".join(ch if ch.isalnum() else "_" for ch in c.name)
+        key = CRITERION + "".join(ch if ch.isalnum() else "_" for ch in c.name)
         tags[key.rstrip("_")] = f"{'pass' if c.passed else 'FAIL'} {_num(c.challenger)} vs " \
                                 f"{_num(c.champion)} ({c.threshold})"  # fmt: skip
-    tags.update({f"promotion.{k}": f"{v:.4f}" for k, v in shadow.items()})
+    tags.update({f"{PROMOTION}{k}": f"{v:.4f}" for k, v in shadow.items()})
     text = description(challenger, run_, verdict, champ_version, eval_set)
     if shadow:
         text += "\n\n## Shadow comparison\n" + "\n".join(
@@ -194,13 +212,13 @@ def _record(reg: Any, settings: Settings, challenger: Any, run_: Any, verdict: A
     rows = [c.row() for c in verdict.criteria]
     decision_run = reg.create_run(
         f"promotion-v{challenger.version}",
-        {**tags, "recsys.version": str(challenger.version)},
+        {**tags, TAG_VERSION: str(challenger.version)},
         experiment=f"{settings.experiment}-promotion",
     )
     reg.log(decision_run, params={f"gate.{k}": v for k, v in dataclasses.asdict(gate_cfg).items()})
     reg.log(decision_run, metrics={"promoted": float(verdict.promote), **shadow})
-    reg.log_dict(decision_run, {"verdict": verdict.reason, "criteria": rows}, "gate.json")
-    reg.log_text(decision_run, text, "gate.md")
+    reg.log_dict(decision_run, {"verdict": verdict.reason, "criteria": rows}, GATE_JSON)
+    reg.log_text(decision_run, text, GATE_MD)
 
 
 def _num(value: float | None) -> str:
@@ -216,14 +234,15 @@ def _move_champion(
     rejection that says why, not a crash.
     """
     from recsys.registry import aliases
+    from recsys.registry.alias_log import AliasError, AliasLog, actor
 
-    alias_log = aliases.AliasLog(settings.event_store_url)
+    alias_log = AliasLog(settings.event_store_url)
     try:
         aliases.move_alias(
-            reg, alias_log, CHAMPION, version, aliases.actor(), verdict.reason, kind=kind,
+            reg, alias_log, CHAMPION, version, actor(), verdict.reason, kind=kind,
             expected_from=compared_with,
         )  # fmt: skip
-    except aliases.AliasError as err:
+    except AliasError as err:
         log.warning("version %s not promoted: %s", version, err)
         return dataclasses.replace(verdict, promote=False, reason=f"{err}; {verdict.reason}")
     return verdict

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from recsys.config import ENV_LAKE, Settings
-from recsys.data import collect, events, features, quarantine, validate
-from recsys.data.lake import Interval, Lake, lake_path, read_json, read_parquet
+from recsys.config import ENV_LAKE, Settings, lake_path
+from recsys.data import collect, events, features, ingest, quarantine, validate
+from recsys.data.lake import Interval, Lake, read_json, read_parquet
 
 DAY = Interval.parse("2024-01-01", "2024-01-02")
 NEXT = Interval.parse("2024-01-02", "2024-01-03")
@@ -48,7 +48,7 @@ def test_list_says_what_was_stopped_and_where(settings, quarantined):
 
 
 def test_release_without_a_fix_keeps_it_quarantined(settings, quarantined):
-    result = quarantine.release(settings, DAY.id)
+    result = ingest.release(settings, DAY.id)
     assert not result["released"]
     assert [e["interval"] for e in quarantine.list_quarantined(settings)] == [DAY.id]
 
@@ -60,7 +60,7 @@ def test_release_after_a_fix_publishes_it_and_rebuilds_features(settings, quaran
             .where(events.events_table.c.event_id == "bad-1")
             .values(user_id="u9")
         )
-    result = quarantine.release(settings, DAY.id)
+    result = ingest.release(settings, DAY.id)
     assert result["released"] and result["features_rebuilt"] == [DAY.id, NEXT.id]
     lake = Lake(settings.lake_root)
     assert quarantine.list_quarantined(settings) == []
@@ -80,7 +80,7 @@ def test_release_after_a_fix_publishes_it_and_rebuilds_features(settings, quaran
 )
 def test_release_refuses_what_is_not_quarantined(settings, quarantined, bad_id, message):
     with pytest.raises(ValueError, match=message):
-        quarantine.release(settings, bad_id)
+        ingest.release(settings, bad_id)
 
 
 def _corrupt_partition(settings):

@@ -187,6 +187,7 @@ def _tiny_versions(settings, tmp_path, n):
 
 def test_alias_history_live_at_and_rollback(settings, tmp_path):
     from recsys.registry import aliases
+    from recsys.registry.alias_log import AliasLog
 
     reg = _tiny_versions(settings, tmp_path, 3)
     reg.set_alias("champion", "1")  # by hand, before the alias log existed
@@ -194,7 +195,7 @@ def test_alias_history_live_at_and_rollback(settings, tmp_path):
     (found,) = json.loads(_recsys(settings, "registry", "history", "--json").stdout)
     assert (found["kind"], found["from_version"], found["to_version"]) == ("external", None, "1")
 
-    alias_log = aliases.AliasLog(settings.event_store_url)
+    alias_log = AliasLog(settings.event_store_url)
     actor = "airflow:recsys_full_retrain/manual__2026-11-01"
     second = aliases.move_alias(reg, alias_log, "champion", "2", actor, "beats the champion")
     third = aliases.move_alias(reg, alias_log, "champion", "3", actor, "beats the champion")

@@ -30,6 +30,7 @@ from recsys.config import CHAMPION, ModelConfig, PipelineConfig, Settings, Train
 from recsys.data import collect, events, features, quarantine, synthetic, validate
 from recsys.data.lake import EVENTS, CorruptPartitionError, Interval, Lake, file_sha256, read_json
 from recsys.registry import aliases
+from recsys.registry.alias_log import AliasLog
 from recsys.registry.client import Registry
 from recsys.release import pipeline, promote
 
@@ -123,7 +124,7 @@ CHILD = textwrap.dedent(
 
 def test_killed_training_resumes_and_registers_nothing_until_the_retry(home):
     reg = Registry(home)
-    alias_log = aliases.AliasLog(home.event_store_url)
+    alias_log = AliasLog(home.event_store_url)
     aliases.move_alias(reg, alias_log, CHAMPION, "1", "test", "the champion before the fault")
     fs = features.load(home)
     state = pipeline.training_state_path(home, "full", fs.manifest["version"], None)
@@ -176,7 +177,7 @@ def test_registry_down_during_promotion_fails_fast_then_promotes_once(home, monk
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     port = _free_port()
     down = dataclasses.replace(home, tracking_uri=f"http://127.0.0.1:{port}")
-    alias_log = aliases.AliasLog(home.event_store_url)
+    alias_log = AliasLog(home.event_store_url)
     started = time.monotonic()
     with pytest.raises(MlflowException, match=f"127.0.0.1:{port}.*(refused|Max retries)"):
         promote.run(down, "1", tiny(1))
@@ -369,7 +370,7 @@ def test_two_racing_promotions_move_the_champion_once(home, monkeypatch):
     (loser,) = {"1", "2"} - set(winners)
     assert "conflict" in results[loser]["reason"]
     assert results[loser]["champion_before"] is None  # it decided against the same champion
-    moves = aliases.AliasLog(home.event_store_url).history(CHAMPION)
+    moves = AliasLog(home.event_store_url).history(CHAMPION)
     assert [(m.from_version, m.to_version, m.pending) for m in moves] == [(None, winners[0], False)]
     reg = Registry(home)
     assert str(reg.alias(CHAMPION).version) == winners[0]

@@ -8,7 +8,7 @@ import pytest
 
 from recsys.config import CHALLENGER, CHAMPION, PipelineConfig, Settings, TrainConfig
 from recsys.data import events, synthetic
-from recsys.registry import aliases
+from recsys.registry.alias_log import AliasLog
 from recsys.registry.client import Registry
 from recsys.release import pipeline, promote
 from tests.integration.test_serve import _ingest
@@ -87,7 +87,7 @@ def test_gate_end_to_end(home, tmp_path, monkeypatch):
     forced = promote.run(home, worse_v, force="rollback test INC-7")
     assert forced["promoted"] and "INC-7" in forced["reason"]
     assert str(reg.alias(CHAMPION).version) == worse_v
-    move = aliases.AliasLog(home.event_store_url).head(CHAMPION)
+    move = AliasLog(home.event_store_url).head(CHAMPION)
     assert move.kind == "force" and "INC-7" in move.reason and move.to_version == worse_v
     blocked = promote.run(home, strong, block="freeze for the sale")
     assert not blocked["promoted"] and "freeze for the sale" in blocked["reason"]

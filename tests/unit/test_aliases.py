@@ -9,7 +9,14 @@ from types import SimpleNamespace
 import pytest
 
 from recsys.registry import aliases
-from recsys.registry.aliases import AliasBlocked, AliasConflict, AliasLog, NothingToRollBack
+from recsys.registry.alias_log import (
+    AliasBlocked,
+    AliasConflict,
+    AliasLog,
+    NothingToRollBack,
+    actor,
+    parse_time,
+)
 
 T0 = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 ME = "cli:tester@host"
@@ -304,8 +311,8 @@ def test_unknown_version_records_nothing(alias_log):
 
 def test_actor():
     env = {"AIRFLOW_CTX_DAG_ID": "recsys_full_retrain", "AIRFLOW_CTX_DAG_RUN_ID": "manual__2026"}
-    assert aliases.actor(env) == "airflow:recsys_full_retrain/manual__2026"
-    who = aliases.actor({})
+    assert actor(env) == "airflow:recsys_full_retrain/manual__2026"
+    who = actor({})
     assert who.startswith("cli:") and "@" in who
 
 
@@ -318,12 +325,12 @@ def test_actor():
     ],
 )
 def test_parse_time(text, expected):
-    assert aliases.parse_time(text) == expected
+    assert parse_time(text) == expected
 
 
 def test_parse_time_says_what_it_wants():
     with pytest.raises(ValueError, match="ISO-8601"):
-        aliases.parse_time("yesterday")
+        parse_time("yesterday")
 
 
 # -- races: real processes against one database -------------------------------------------------

@@ -137,7 +137,8 @@ def test_a_stale_lock_object_is_broken_and_a_live_one_times_out(tmp_path):
     import json
     import time
 
-    from recsys.data.lake import LockTimeout, lake_path, object_lock
+    from recsys.config import lake_path
+    from recsys.data.lake import LockTimeout, object_lock
 
     path = lake_path(f"memory://{tmp_path.name}/.x.lock")
     path.write_bytes(json.dumps({"owner": "killed", "at": time.time() - 3600}).encode())
@@ -170,7 +171,7 @@ def test_a_lake_url_without_its_filesystem_is_refused_clearly(root, message):
 def test_local_paths_and_file_urls_stay_local(tmp_path):
     from pathlib import Path
 
-    from recsys.data.lake import lake_path
+    from recsys.config import lake_path
 
     assert lake_path(f"file://{tmp_path}") == tmp_path.resolve()
     assert isinstance(lake_path(tmp_path / "x"), Path)

@@ -1,6 +1,7 @@
 from types import SimpleNamespace
 
-from recsys.release.pipeline import TAG_FEATURES_VERSION, TAG_MODE, TAG_PARENT, _already_finetuned
+from recsys.registry.tags import TAG_FEATURES_VERSION, TAG_MODE, TAG_PARENT
+from recsys.release.pipeline import _already_finetuned
 
 
 class FakeRegistry:

@@ -1,0 +1,46 @@
+"""The registry table: every model version with its aliases, metrics and promotion decision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recsys.config import Settings
+from recsys.registry.client import Registry
+from recsys.registry.tags import POPULARITY, TAG_DECISION, TAG_FEATURES, TAG_MODE, TAG_PARENT, TEST
+
+
+def registry_rows(settings: Settings) -> list[dict[str, Any]]:
+    """One row per model version: aliases, mode, parent, test metrics, decision, features."""
+    reg = Registry(settings)
+    rows = []
+    for v in reg.versions():
+        rows.append(
+            {
+                "version": v.version,
+                "aliases": list(v.aliases),
+                "mode": v.tags.get(TAG_MODE, ""),
+                "parent": v.tags.get(TAG_PARENT, ""),
+                "ndcg_at_10": v.tags.get(f"{TEST}ndcg_at_10", ""),
+                "hr_at_10": v.tags.get(f"{TEST}hr_at_10", ""),
+                "popularity_ndcg_at_10": v.tags.get(f"{POPULARITY}ndcg_at_10", ""),
+                "decision": v.tags.get(TAG_DECISION, ""),
+                "features": v.tags.get(TAG_FEATURES, ""),
+            }
+        )
+    return rows
+
+
+def format_registry(rows: list[dict[str, Any]]) -> list[str]:
+    """The rows as the table ``recsys registry`` and the demo print."""
+    head = (
+        f"{'version':>7}  {'aliases':<20} {'mode':<11} {'parent':>6}  {'NDCG@10':>7}  "
+        f"{'HR@10':>6}  {'popularity NDCG@10':>18}  {'decision':<9} features"
+    )
+    lines = [head]
+    for r in rows:
+        lines.append(
+            f"{r['version']:>7}  {','.join(r['aliases']):<20} {r['mode']:<11} {r['parent']:>6}  "
+            f"{r['ndcg_at_10']:>7}  {r['hr_at_10']:>6}  {r['popularity_ndcg_at_10']:>18}  "
+            f"{r['decision']:<9} {r['features']}"
+        )
+    return lines
