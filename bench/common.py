@@ -118,18 +118,16 @@ def champion_from_store(settings: Any, epochs: int, label: str) -> None:
     import datetime as dt
 
     from recsys.config import PipelineConfig
-    from recsys.data import collect, events, features, validate
+    from recsys.data import events, ingest
     from recsys.data.lake import Interval
     from recsys.release import pipeline, promote
 
     first, last = events.EventStore(settings.event_store_url).bounds()
     start = dt.datetime.combine(first.date(), dt.time())
     interval = Interval(start, dt.datetime.combine(last.date(), dt.time()) + dt.timedelta(days=1))
-    collect.run(settings, interval)
-    checked = validate.run(settings, interval)
+    checked = ingest.run(settings, interval)["validation"]
     if not checked["success"]:
         raise SystemExit(f"{label} failed validation: {checked['summary']}")
-    features.run(settings, interval)
     cfg = PipelineConfig().with_epochs("full", epochs)
     trained = pipeline.train(settings, "full", cfg)
     pipeline.evaluate(settings, trained["run_id"], cfg)

@@ -61,21 +61,18 @@ def cmd_events_import(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> None:
-    from recsys.data import collect, features, validate
+    from recsys.data import ingest
     from recsys.data.lake import Interval
 
-    interval = Interval.parse(args.start, args.end)
-    collected = collect.run(settings, interval)
-    checked = validate.run(settings, interval)
-    result: dict[str, Any] = {"collected": collected, "validation": checked}
+    result = ingest.run(settings, Interval.parse(args.start, args.end))
+    collected, checked = result["collected"], result["validation"]
     lines = [
-        f"collected {collected['rows']} events for {interval.id}",
+        f"collected {collected['rows']} events for {checked['interval']}",
         f"validation: {checked['summary']}",
     ]
     if not checked["success"]:
         lines.append(f"QUARANTINED: rows at {checked['path']}, report at {checked['report']}")
-    elif collected["rows"]:
-        result["features"] = features.run(settings, interval)
+    elif "features" in result:
         f = result["features"]
         lines.append(
             f"features: {f['n_events']} events, {f['n_users']} users, {f['n_items']} items"

@@ -59,22 +59,19 @@ def _run_context() -> dict[str, str]:
 @task
 def collect() -> dict[str, Any]:
     """Copy the events ingested in this data interval from the event store into staging."""
-    from recsys.data import collect as stage
+    from recsys.data import ingest
 
-    return stage.run(_settings(), _interval())
+    return ingest.collect_step(_settings(), _interval())
 
 
 @task
 def validate(collected: dict[str, Any]) -> dict[str, Any]:
     """Gate the partition with the Great Expectations suite; quarantine it if it fails."""
-    from recsys.data import validate as stage
+    from recsys.data import ingest
 
-    result = stage.run(_settings(), _interval())
-    if not result["success"]:
-        _skip(
-            f"partition {result['interval']} QUARANTINED ({result['summary']}); rows kept at "
-            f"{result['path']}, report at {result['report']}. Downstream work stops here."
-        )
+    result = ingest.validate_step(_settings(), _interval())
+    if ingest.STOPPED in result:
+        _skip(result[ingest.STOPPED])
     return result
 
 
@@ -94,16 +91,11 @@ def online_ctr() -> list[dict[str, Any]]:
 @task
 def build_features(validated: dict[str, Any]) -> dict[str, Any]:
     """Rebuild per-user sequences and grow the item index; publishes the features Asset."""
-    from recsys.data import features as stage
+    from recsys.data import ingest
 
-    if validated["rows"] == 0:
-        _skip(f"no events were ingested in {validated['interval']}: features are unchanged")
-    result = stage.run(_settings(), _interval())
-    if not result["changed"]:  # a re-run of a collected interval: nothing new to train on
-        _skip(
-            f"features {result['interval']['id']} rebuilt byte-identical (version "
-            f"{result['version'][:12]}): the Asset is not updated"
-        )
+    result = ingest.features_step(_settings(), _interval(), validated)
+    if ingest.STOPPED in result:  # nothing new to train on: the Asset is not updated
+        _skip(result[ingest.STOPPED])
     return result
 
 

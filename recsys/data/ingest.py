@@ -1,4 +1,9 @@
-"""The ingest chain of one interval: collect -> validate -> features, and its re-run on release."""
+"""The ingest chain of one interval: collect -> validate -> features, and its re-run on release.
+
+Each step is also one task of the ``recsys_ingest`` DAG; a step that ends the chain says why in
+``"stopped"``, so the DAG (which skips its downstream tasks), ``recsys ingest`` and
+``recsys quarantine release`` stop at the same places for the same reasons.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,57 @@ from recsys.data.lake import Interval, Lake, read_json
 
 log = logging.getLogger(__name__)
 
+STOPPED = "stopped"  # the key of a step's result that ends the chain, with the reason
+
+
+def collect_step(settings: Settings, interval: Interval) -> dict[str, Any]:
+    """Copy the events ingested in ``interval`` from the event store into staging."""
+    return collect.run(settings, interval)
+
+
+def validate_step(settings: Settings, interval: Interval) -> dict[str, Any]:
+    """Gate the staged partition; a failing one is quarantined and stops the chain."""
+    result = validate.run(settings, interval)
+    if not result["success"]:
+        result[STOPPED] = (
+            f"partition {result['interval']} QUARANTINED ({result['summary']}); rows kept at "
+            f"{result['path']}, report at {result['report']}. Downstream work stops here."
+        )
+    return result
+
+
+def features_step(settings: Settings, interval: Interval, validated: dict[str, Any]) -> dict:
+    """Build the features snapshot of ``interval``; an empty interval or an unchanged snapshot
+    stops the chain (nothing new to train on)."""
+    if validated["rows"] == 0:
+        return {
+            STOPPED: f"no events were ingested in {validated['interval']}: features are unchanged"
+        }
+    result = features.run(settings, interval)
+    if not result["changed"]:
+        result[STOPPED] = (
+            f"features {result['interval']['id']} rebuilt byte-identical (version "
+            f"{result['version'][:12]}): the Asset is not updated"
+        )
+    return result
+
+
+def run(settings: Settings, interval: Interval) -> dict[str, Any]:
+    """The whole chain for one interval: ``{"collected", "validation", "features"?}``; it stops
+    after validation when the partition was quarantined (``"stopped"`` says why)."""
+    result: dict[str, Any] = {"collected": collect_step(settings, interval)}
+    result["validation"] = validate_step(settings, interval)
+    if STOPPED in result["validation"]:
+        result[STOPPED] = result["validation"][STOPPED]
+        return result
+    if result["validation"]["rows"]:
+        result["features"] = features_step(settings, interval, result["validation"])
+    return result
+
 
 def release(settings: Settings, interval_id: str) -> dict[str, Any]:
-    """Re-collect and re-validate a quarantined interval; publish it if it now passes."""
+    """Re-collect and re-validate a quarantined interval; publish it if it now passes, and
+    rebuild the snapshots that should include it (its own and the newest)."""
     lake = Lake(settings.lake_root)
     try:
         interval = Interval.from_id(interval_id)
@@ -25,8 +78,8 @@ def release(settings: Settings, interval_id: str) -> dict[str, Any]:
         raise ValueError(
             f"{interval_id} is not quarantined; `recsys quarantine list` shows what is"
         )
-    collect.run(settings, interval)
-    checked = validate.run(settings, interval)
+    chain = run(settings, interval)
+    checked = chain["validation"]
     result: dict[str, Any] = {
         "interval": interval_id,
         "released": checked["success"],
@@ -36,8 +89,8 @@ def release(settings: Settings, interval_id: str) -> dict[str, Any]:
         log.error("%s still fails validation: %s", interval_id, checked["summary"])
         return result
     rebuilt = []
-    if checked["rows"]:
-        rebuilt.append(features.run(settings, interval)["interval"]["id"])
+    if "features" in chain:
+        rebuilt.append(chain["features"]["interval"]["id"])
         latest = read_json(lake.latest_path)
         if latest and latest["interval"]["id"] != interval.id:
             newest = Interval.from_id(latest["interval"]["id"])
