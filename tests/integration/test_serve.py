@@ -89,7 +89,7 @@ def test_recommendations_exclude_seen_items_and_name_the_model(client, served):
 
 
 def test_every_list_is_exactly_the_documented_response(client):
-    from recsys.serving.app import RecommendationsOut
+    from recsys.serving.schemas import RecommendationsOut
 
     answers = [
         client.get("/recommendations/u1", params={"k": 5}),  # ranked by the model
@@ -414,7 +414,7 @@ def test_a_registry_outage_keeps_serving_and_shows_in_health(client, served, mon
     # a version that fails to load is not swapped in either
     Registry(settings).set_alias(CHAMPION, v2)
     broken = mock.Mock(side_effect=RuntimeError("corrupt checkpoint"))
-    monkeypatch.setattr("recsys.serving.app.Recommender.load", broken)
+    monkeypatch.setattr("recsys.serving.champion.Recommender.load", broken)
     assert holder.refresh() is False and broken.called
     assert client.get("/recommendations/u1").json()["model_version"] == v1
     assert "corrupt checkpoint" in client.get("/health").json()["last_error"]

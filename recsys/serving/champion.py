@@ -1,0 +1,65 @@
+"""The live model: the champion loaded from the registry, swapped in atomically when it moves."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from recsys.config import CHAMPION, Settings
+from recsys.model.recommender import Recommender
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Loaded:
+    version: str
+    recommender: Recommender
+
+
+class ChampionHolder:
+    """Holds the live model; ``refresh()`` loads a new champion and swaps it in one assignment."""
+
+    def __init__(self, settings: Settings, state_cache: int = 0) -> None:
+        self.settings = settings
+        self.state_cache = state_cache  # ``Recommender.state_cache`` of each loaded version
+        self.current: Loaded | None = None
+        self.last_error: str | None = None
+        self.last_error_at: dt.datetime | None = None
+        self.reloads = 0
+        self.reload_errors = 0
+        self._lock = threading.Lock()
+
+    def refresh(self) -> bool:
+        """Load the champion if it changed. Returns True when a new version was swapped in."""
+        from recsys.registry.client import Registry
+
+        with self._lock:
+            try:
+                reg = Registry(self.settings)
+                champion = reg.alias(CHAMPION)  # raises when the registry cannot answer
+                if champion is None or (
+                    self.current and self.current.version == str(champion.version)
+                ):
+                    self.last_error = None  # the registry answered
+                    return False
+                with tempfile.TemporaryDirectory() as tmp:
+                    recommender = Recommender.load(
+                        reg.version_checkpoint(champion.version, Path(tmp)), self.state_cache
+                    )
+                recommender.recommend(recommender.item_ids[:1], k=1)  # warm up before the swap
+            except Exception as err:  # keep serving the last good model, and say why in /health
+                self.last_error = f"{type(err).__name__}: {err}"
+                self.last_error_at = dt.datetime.now(dt.UTC)
+                self.reload_errors += 1
+                log.exception("could not load the champion; keeping the current model")
+                return False
+            self.current = Loaded(str(champion.version), recommender)  # atomic swap
+            self.reloads += 1
+            self.last_error = None
+            log.info("serving %s version %s", self.settings.registered_model, champion.version)
+            return True
