@@ -16,15 +16,14 @@ import re
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from recsys import schema as S
+from recsys.data.event_checks import LIMITS, BadValue, ImportLimits, check_record
 from recsys.data.events import (
     REQUEST_ID,
     EventStore,
-    _parse_time,
     _summary,
     prepare_rows,
     utc_naive,
@@ -36,33 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ImportLimits:
-    """What ``import_file`` accepts; a row outside these goes to the reject file with its reason.
-
-    ``event_id``, ``user_id`` and ``item_id``: text (or an integer), no whitespace, at most
-    ``max_id_chars`` (the store's column width and the validation gate's limit). ``event_type``:
-    one of ``schema.EVENT_TYPES``. ``event_time`` (required) and ``ingested_at``: ISO-8601 or Unix
-    seconds within ``[earliest, now + future]``. ``value``: a finite number. ``request_id``: at most
-    ``max_request_id_chars``. No text may hold a NUL or invalid UTF-8. A CSV record or JSON line
-    longer than ``max_record_chars`` is rejected unparsed. Reject files cut raw text longer than
-    ``max_reject_chars``.
-    """
-
-    max_id_chars: int = 128
-    max_request_id_chars: int = 64
-    earliest: dt.datetime = dt.datetime(1995, 1, 1)  # naive UTC; the oldest MovieLens ratings
-    future: dt.timedelta = dt.timedelta(days=1)  # clock skew between a source and us
-    max_record_chars: int = 1 << 20
-    max_reject_chars: int = 10_000
-
-
-LIMITS = ImportLimits()
 OPTIONAL_COLUMNS = tuple(c for c in S.EVENT_COLUMNS if c not in S.REQUIRED_COLUMNS)
 _KNOWN_COLUMNS = (*S.EVENT_COLUMNS, REQUEST_ID)
 _BAD_BYTES = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_WHITESPACE = re.compile(r"\s")
 
 
 @dataclass
@@ -221,7 +196,9 @@ def _read_parquet(handle: IO[bytes], url: str, limits: ImportLimits) -> _Parsed:
             for i in range(batch.num_rows):
                 number += 1
                 rec = {name: values[name][i] for name in wanted}
-                bad = [f"{k}: unreadable value ({v})" for k, v in rec.items() if type(v) is _Bad]
+                bad = [
+                    f"{k}: unreadable value ({v})" for k, v in rec.items() if type(v) is BadValue
+                ]
                 if bad:
                     out.rejects.append(_reject("row", number, "; ".join(bad), rec, limits))
                 else:
@@ -231,12 +208,8 @@ def _read_parquet(handle: IO[bytes], url: str, limits: ImportLimits) -> _Parsed:
     return out
 
 
-class _Bad(ValueError):
-    """A value that cannot be accepted; its message is the reason."""
-
-
 def _column_values(column: Any) -> list[Any]:
-    """Python values of an Arrow column; a value that has none (a year 10000 time) is a _Bad."""
+    """Python values of an Arrow column; a value that has none (a year 10000 time) is a BadValue."""
     try:
         return column.to_pylist()
     except (ValueError, OverflowError, ArithmeticError):
@@ -245,7 +218,7 @@ def _column_values(column: Any) -> list[Any]:
             try:
                 values.append(scalar.as_py())
             except (ValueError, OverflowError, ArithmeticError) as err:
-                values.append(_Bad(str(err)))
+                values.append(BadValue(str(err)))
         return values
 
 
@@ -296,107 +269,6 @@ def read_event_file(path: str | Path) -> pd.DataFrame:
         bad = parsed.rejects[0]
         raise ValueError(f"{path}: {parsed.unit} {bad[parsed.unit]}: {bad['reason']}")
     return pd.DataFrame.from_records([rec for _, rec in parsed.records], columns=parsed.columns)
-
-
-def _checked_text(value: Any) -> str | None:
-    """Text, an integer or an integral float as text; None when missing. Raises _Bad."""
-    if isinstance(value, bytes):  # a Parquet binary column
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise _Bad("not valid UTF-8") from err
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise _Bad(f"expected text or an integer, got {type(value).__name__} {value!r:.40}")
-    try:
-        text = str(value)
-    except ValueError as err:  # an integer with thousands of digits
-        raise _Bad("an integer too long to be an id") from err
-    if _SURROGATE.search(text):
-        raise _Bad("not valid UTF-8 (an unpaired surrogate)")
-    if "\x00" in text:
-        raise _Bad("contains a NUL character")
-    return text
-
-
-def _checked_id(value: Any, max_chars: int, spaces: bool = False) -> str | None:
-    text = _checked_text(value)
-    if text is not None and len(text) > max_chars:
-        raise _Bad(f"longer than {max_chars} characters ({len(text)})")
-    if text is not None and not spaces and _WHITESPACE.search(text):
-        raise _Bad("contains whitespace")
-    return text
-
-
-def _checked_time(value: Any, limits: ImportLimits, now: dt.datetime) -> dt.datetime | None:
-    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        value = dt.datetime.combine(value, dt.time())
-    if isinstance(value, bool) or not isinstance(value, str | int | float | dt.datetime):
-        raise _Bad(f"expected ISO-8601 text or Unix seconds, got {type(value).__name__}")
-    if isinstance(value, str) and (_SURROGATE.search(value) or "\x00" in value):
-        raise _Bad("not valid text")
-    parsed = _parse_time(value)
-    if parsed is None:
-        raise _Bad(f"not an ISO-8601 time or Unix seconds: {value!r:.60}")
-    latest = now + limits.future
-    if not limits.earliest <= parsed <= latest:
-        raise _Bad(
-            f"{parsed.isoformat()} is outside {limits.earliest.isoformat()} .. "
-            f"{latest.isoformat(timespec='seconds')}"
-        )
-    return parsed
-
-
-def _checked_value(value: Any) -> float | None:
-    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
-        raise _Bad(f"expected a number, got {type(value).__name__}")
-    try:
-        number = float(value)
-    except (ValueError, OverflowError) as err:
-        raise _Bad(f"not a number: {value!r:.40}") from err
-    if not math.isfinite(number):
-        raise _Bad(f"not a finite number: {value!r:.40}")
-    return number
-
-
-def check_record(
-    rec: dict[str, Any], default_event_type: str, limits: ImportLimits, now: dt.datetime
-) -> tuple[dict[str, Any] | None, list[str]]:
-    """One record from a file -> ``(clean record for prepare_rows, [])`` or ``(None, problems)``.
-
-    The rules are ``ImportLimits``'s; ``now`` is naive UTC. Unknown columns are ignored.
-    """
-    checks = {
-        S.EVENT_ID: lambda v: _checked_id(v, limits.max_id_chars),
-        S.USER_ID: lambda v: _checked_id(v, limits.max_id_chars),
-        S.ITEM_ID: lambda v: _checked_id(v, limits.max_id_chars),
-        S.EVENT_TYPE: _checked_text,
-        S.EVENT_TIME: lambda v: _checked_time(v, limits, now),
-        S.INGESTED_AT: lambda v: _checked_time(v, limits, now),
-        S.VALUE: _checked_value,
-        REQUEST_ID: lambda v: _checked_id(v, limits.max_request_id_chars, spaces=True),
-    }
-    clean, problems = {}, []
-    for column, check in checks.items():
-        try:
-            clean[column] = check(rec.get(column))
-        except _Bad as err:
-            problems.append(f"{column}: {err}")
-    for column in S.REQUIRED_COLUMNS:
-        if column not in clean or clean[column] is None:
-            if not any(p.startswith(f"{column}:") for p in problems):
-                problems.append(f"{column}: missing")
-    event_type = clean.get(S.EVENT_TYPE) or default_event_type
-    if S.EVENT_TYPE in clean and event_type not in S.EVENT_TYPES:
-        problems.append(f"event_type: {event_type!r:.40} is not one of {', '.join(S.EVENT_TYPES)}")
-    return (None, problems) if problems else (clean, [])
 
 
 def default_rejects_path(path: str | Path, fallback_dir: Path) -> Path:

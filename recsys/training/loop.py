@@ -10,14 +10,11 @@ Selection uses the validation split only; the test split is never read here.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
-import hashlib
 import logging
 import math
-import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +32,7 @@ from recsys.training.optim import (
     make_optimizer,
     warm_start_optimizer,
 )
+from recsys.training.state import TrainingState, fingerprint, to_cpu
 from recsys.training.windows import build_windows, drop_items, length_batches
 
 log = logging.getLogger(__name__)
@@ -182,70 +180,6 @@ def _validate(model: SASRec, split: Split, n_items: int) -> dict[str, float] | N
     return evaluate_scores(scores, split.valid_context, split.valid_target, k=VALID_K)
 
 
-def _fingerprint(data: torch.Tensor, model: SASRec, cfg: TrainConfig) -> str:
-    """What a saved training state must match to be resumed: the data, the starting weights
-    (architecture, seed and warm-start checkpoint), the config and the number of processes."""
-    digest = hashlib.blake2b(data.numpy().tobytes(), digest_size=16)
-    for tensor in model.state_dict().values():
-        digest.update(tensor.detach().cpu().numpy().tobytes())
-    digest.update(repr((dataclasses.asdict(cfg), _world()[1])).encode())
-    return digest.hexdigest()
-
-
-@dataclass
-class _State:
-    """The epoch loop's state: saved after every epoch so that a killed training resumes."""
-
-    fingerprint: str
-    epoch: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
-    best_valid: dict[str, float] = field(default_factory=dict)
-    best_state: dict[str, Any] = field(default_factory=dict)
-    best_opt: dict[str, Any] = field(default_factory=dict)
-    best_epoch: int = 0
-    bad_checks: int = 0
-    train_seconds: float = 0.0
-    total_tokens: int = 0
-    elapsed: float = 0.0  # wall seconds spent by earlier attempts
-    done: bool = False
-    ema: dict[str, Any] = field(default_factory=dict)  # WeightAverage.shadow, when averaging
-    ema_updates: int = 0
-
-    def save(self, path: Path, model: SASRec, opt: torch.optim.Optimizer,
-             gen: torch.Generator) -> None:  # fmt: skip
-        """Write atomically: a reader (or a resumed run) sees the old file or the new one."""
-        payload = {**dataclasses.asdict(self), "model": model.state_dict(),
-                   "opt": opt.state_dict(), "gen": gen.get_state(),
-                   "torch_rng": torch.get_rng_state()}  # fmt: skip
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-
-    @classmethod
-    def resume(cls, path: Path | None, fingerprint: str, model: SASRec,
-               opt: torch.optim.Optimizer, gen: torch.Generator) -> _State:  # fmt: skip
-        """The saved state at ``path`` loaded into ``model``/``opt``/``gen``, or a fresh one."""
-        if path is None or not path.exists():
-            return cls(fingerprint)
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # a torn or foreign file: train from the start
-            log.warning("ignoring unreadable training state %s (%s)", path, err)
-            return cls(fingerprint)
-        if payload.get("fingerprint") != fingerprint:
-            log.warning("training state %s is for other data or config; starting over", path)
-            return cls(fingerprint)
-        model.load_state_dict(payload.pop("model"))
-        opt.load_state_dict(payload.pop("opt"))
-        gen.set_state(payload.pop("gen"))
-        torch.set_rng_state(payload.pop("torch_rng"))
-        state = cls(**payload)
-        log.info("resuming training from %s after epoch %d", path, state.epoch)
-        return state
-
-
 def _fit(
     model: SASRec,
     opt: torch.optim.AdamW,
@@ -266,7 +200,7 @@ def _fit(
     if cfg.compile:
         net = torch.compile(net, dynamic=True)  # type: ignore[assignment]
     gen = torch.Generator().manual_seed(cfg.seed)  # batch order
-    st = _State.resume(state_path, _fingerprint(data, model, cfg), model, opt, gen)
+    st = TrainingState.resume(state_path, fingerprint(data, model, cfg, world), model, opt, gen)
     resumed_after = st.epoch
     steps_per_epoch = math.ceil(len(data) / cfg.batch_size) // world or 1
     ema = None
@@ -323,17 +257,6 @@ def _fit(
     )
 
 
-def _to_cpu(obj: Any) -> Any:
-    """A deep copy of a (nested) state dict with every tensor on the CPU."""
-    if torch.is_tensor(obj):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return copy.deepcopy(obj)
-
-
 def _agree(flag: bool, device: torch.device) -> bool:
     """``flag`` as rank 0 sees it, on every process (itself outside a process group)."""
     if _world()[1] == 1:
@@ -343,7 +266,7 @@ def _agree(flag: bool, device: torch.device) -> bool:
     return bool(out.item())
 
 
-def _check(st: _State, model: SASRec, opt: torch.optim.Optimizer, split: Split, n_items: int,
+def _check(st: TrainingState, model: SASRec, opt: torch.optim.Optimizer, split: Split, n_items: int,
            cfg: TrainConfig, loss: float, t0: float) -> None:  # fmt: skip
     """One validation check: record it, keep the best state, count checks without progress.
 
@@ -361,8 +284,8 @@ def _check(st: _State, model: SASRec, opt: torch.optim.Optimizer, split: Split, 
     )  # fmt: skip
     if improved:
         st.best_valid, st.best_epoch, st.bad_checks = dict(metrics or {}), st.epoch, 0
-        st.best_state = _to_cpu(model.state_dict())
-        st.best_opt = _to_cpu(opt.state_dict())
+        st.best_state = to_cpu(model.state_dict())
+        st.best_opt = to_cpu(opt.state_dict())
     else:
         st.bad_checks += 1
 

@@ -66,7 +66,7 @@ def test_celery_postgres_redis_and_an_mlflow_server_run_the_loop(tmp_path, postg
     import sqlalchemy as sa
     from mlflow import MlflowClient
 
-    from recsys import demo
+    from recsys import local_airflow
     from recsys.config import CHAMPION, TRAINING_POOL, Settings
     from recsys.data.features import MANIFEST
     from recsys.data.lake import Interval, Lake
@@ -86,7 +86,7 @@ def test_celery_postgres_redis_and_an_mlflow_server_run_the_loop(tmp_path, postg
     password = secrets.token_urlsafe(12)
     (tmp_path / "passwords.json").write_text(json.dumps({"admin": password}))
     queue = f"recsys_{uuid.uuid4().hex[:8]}"  # this test's own Celery queue on the shared Redis
-    env = demo.airflow_env(settings, api_port)
+    env = local_airflow.airflow_env(settings, api_port)
     env.update(
         {
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": _psycopg2(airflow_db),
@@ -105,14 +105,14 @@ def test_celery_postgres_redis_and_an_mlflow_server_run_the_loop(tmp_path, postg
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
         }
     )
-    services = demo.Services(env, tmp_path / "logs")
-    db = demo.AirflowDB(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    services = local_airflow.Processes(env, tmp_path / "logs")
+    db = local_airflow.AirflowDB(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
 
     def say(msg: str) -> None:
         print(f"[{time.time() - t0:6.1f}s] {msg}", flush=True)
 
     def wait(what: str, check: Any, timeout: float) -> Any:
-        return demo._wait(what, check, timeout, services, every=3)
+        return local_airflow.wait_for(what, check, timeout, services, every=3)
 
     try:
         services.start(
@@ -143,9 +143,9 @@ def test_celery_postgres_redis_and_an_mlflow_server_run_the_loop(tmp_path, postg
             text=True,
         )
         assert imported.returncode == 0, imported.stderr[-2000:]
-        demo._airflow(env, "db", "migrate")
-        demo._airflow(env, "pools", "set", TRAINING_POOL, "1", "one training at a time")
-        demo._airflow(env, "dags", "reserialize")
+        local_airflow.run_airflow(env, "db", "migrate")
+        local_airflow.run_airflow(env, "pools", "set", TRAINING_POOL, "1", "one training at a time")
+        local_airflow.run_airflow(env, "dags", "reserialize")
         say("metadata DB on PostgreSQL migrated; starting the Airflow services")
         airflow = str(BIN / "airflow")
         services.start(
@@ -165,7 +165,7 @@ def test_celery_postgres_redis_and_an_mlflow_server_run_the_loop(tmp_path, postg
         services.start(
             "worker", airflow, "celery", "worker", "--queues", queue, "--concurrency", "2"
         )
-        wait("the api-server", lambda: demo._get(f"{api}/api/v2/monitor/health"), 180)
+        wait("the api-server", lambda: local_airflow.get_json(f"{api}/api/v2/monitor/health"), 180)
         wait(
             "the MLflow server",
             lambda: urllib.request.urlopen(f"{settings.tracking_uri}/health"),
@@ -196,9 +196,9 @@ def test_celery_postgres_redis_and_an_mlflow_server_run_the_loop(tmp_path, postg
 
         unpause("recsys_ingest")
         end = START + dt.timedelta(days=2)
-        args = demo.backfill_args(START, end, max_active_runs=2)
+        args = local_airflow.backfill_args(START, end, max_active_runs=2)
         say(" ".join(("airflow", *args)))
-        demo._airflow(env, *args)
+        local_airflow.run_airflow(env, *args)
         backfill = db.last_backfill()
         assert backfill is not None
         wait("the backfill", lambda: db.backfill_done(backfill[0]) and db.idle(), 300)
@@ -299,4 +299,4 @@ def test_celery_postgres_redis_and_an_mlflow_server_run_the_loop(tmp_path, postg
         services.stop()
     for name in ("api-server", "scheduler", "worker", "mlflow"):
         assert name not in services.procs
-    assert demo._port_free(api_port) and demo._port_free(mlflow_port)
+    assert local_airflow.port_free(api_port) and local_airflow.port_free(mlflow_port)

@@ -1,9 +1,9 @@
-"""`recsys.demo.AirflowDB`: the demo's read-only view of the Airflow metadata DB, on tables with
-the columns it reads (the real schema is exercised by tests/integration/test_demo.py)."""
+"""`recsys.local_airflow.AirflowDB`: the demo's read-only view of the Airflow metadata DB, on
+tables with the columns it reads (the real schema: tests/integration/test_demo.py)."""
 
 import sqlalchemy as sa
 
-from recsys.demo import AirflowDB
+from recsys.local_airflow import AirflowDB
 
 SCHEMA = [
     "CREATE TABLE backfill (id INTEGER PRIMARY KEY, completed_at TIMESTAMP)",

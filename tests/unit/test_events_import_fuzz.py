@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from recsys import cli
 from recsys import schema as S
-from recsys.data import event_files, events
+from recsys.data import event_checks, event_files, events
 
 NOW = dt.datetime(2026, 6, 1, 12)
 EARLIEST, LATEST = dt.datetime(1995, 1, 1), NOW + dt.timedelta(days=1)
@@ -414,7 +414,7 @@ def test_overflowing_times_no_longer_crash_prepare_rows():
 
 
 def test_the_cli_help_states_the_limits(capsys):
-    limits = event_files.LIMITS
+    limits = event_checks.LIMITS
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["events", "import", "--help"])
     text = " ".join(capsys.readouterr().out.split())
