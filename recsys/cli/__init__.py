@@ -34,4 +34,3 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args, Settings.from_env())
     except (ValueError, FileNotFoundError) as err:
         sys.exit(f"recsys {args.command}: error: {err}")
-

@@ -163,15 +163,11 @@ def _hr(ranks: np.ndarray, k: int) -> float:
     return float((np.asarray(ranks) < k).mean())
 
 
-def decide(
-    challenger: ModelEvidence,
-    champion: ModelEvidence | None,
-    cfg: GateConfig,
-    force: str | None = None,
-    block: str | None = None,
-) -> Verdict:
-    """The gate. ``force``/``block`` carry an operator's reason and override the criteria
-    (which are still computed and recorded)."""
+def criteria(
+    challenger: ModelEvidence, champion: ModelEvidence | None, cfg: GateConfig
+) -> list[Criterion]:
+    """Every criterion of the gate, measured: infra validation, the NDCG@k gain's bootstrap and
+    the guard rails against the champion (none but infra validation without one)."""
     k = cfg.k
     crit: list[Criterion] = [
         Criterion(
@@ -225,6 +221,19 @@ def decide(
             f">= champion - {cfg.forgetting_tolerance}",
             challenger.old_ndcg >= champion.old_ndcg - cfg.forgetting_tolerance,
         ))  # fmt: skip
+    return crit
+
+
+def decide(
+    challenger: ModelEvidence,
+    champion: ModelEvidence | None,
+    cfg: GateConfig,
+    force: str | None = None,
+    block: str | None = None,
+) -> Verdict:
+    """The gate. ``force``/``block`` carry an operator's reason and override the criteria
+    (which are still computed and recorded)."""
+    crit = criteria(challenger, champion, cfg)
     failed = [c.name for c in crit if not c.passed]
     if block:
         return Verdict(False, f"blocked by operator: {block}", crit)

@@ -126,50 +126,21 @@ def train(
     """
     from recsys.data import features
     from recsys.registry.client import Registry
-    from recsys.registry.lineage import code_version
 
     cfg = cfg or PipelineConfig()
     train_cfg = cfg.training(mode)
     reg = Registry(settings)
     champion = reg.alias(CHAMPION) if mode == "incremental" else None
     if mode == "incremental" and champion is None:
-        reason = "no champion yet: run recsys_full_retrain (recsys train --mode full) first"
-        log.warning("incremental fine-tune skipped: %s", reason)
-        return {"skipped": True, "reason": reason}
+        return _skipped("no champion yet: run recsys_full_retrain (recsys train --mode full) first")
     fs = features.load(settings)
-    interval_id = fs.manifest["interval"]["id"]
-    init, parent, since = None, None, None
-    from recsys.data.splits import incremental_splits
-    from recsys.model.sasrec import Checkpoint
+    reason = None if champion is None else _nothing_to_finetune(reg, champion, fs)
+    if reason is not None:
+        return _skipped(reason)
     from recsys.training import loop as T  # torch: only once we know there is work to do
 
-    if champion is not None:
-        since = dt.datetime.fromisoformat(champion.tags[TAG_DATA_END])
-        if fs.manifest["last_ingested_at"] <= champion.tags[TAG_DATA_END]:
-            reason = f"no data ingested after the champion's ({champion.tags[TAG_DATA_END]})"
-            log.warning("incremental fine-tune skipped: %s", reason)
-            return {"skipped": True, "reason": reason}
-        twin = _already_finetuned(reg, str(champion.version), fs.manifest.get("version"))
-        if twin is not None:
-            reason = (
-                f"version {twin} was already fine-tuned from champion {champion.version} on "
-                f"this features snapshot"
-            )
-            log.warning("incremental fine-tune skipped: %s", reason)
-            return {"skipped": True, "reason": reason}
-        with tempfile.TemporaryDirectory() as tmp:
-            init = Checkpoint.load(reg.version_checkpoint(champion.version, Path(tmp)))
-        parent = str(champion.version)
-    splits = None
-    if init is None:
-        split = split_of(fs, cfg)
-    else:  # new users' data, a replay of old users' and a fixed old slice to check forgetting
-        users, sequences = fs.sequences()
-        active = set(fs.sequences(since)[0])
-        splits = incremental_splits(
-            users, sequences, active, train_cfg.replay_ratio, train_cfg.seed, cfg.eval.min_events
-        )
-        split = splits.train
+    init, parent, since = _warm_start(reg, champion)
+    split, splits = _training_split(fs, cfg, train_cfg, since)
     state_path = training_state_path(settings, mode, fs.manifest.get("version", ""), parent)
     started = time.time()
     device = T.resolve_device(settings.train_device)
@@ -181,7 +152,86 @@ def train(
         log.info("resumed an earlier attempt's training after epoch %d (%s)", resumed, state_path)
     ckpt = result.checkpoint
     guard = {} if splits is None else forgetting_metrics(init, ckpt, splits, fs.n_items, cfg.eval.k)
-    ckpt.metadata.update(item_ids=fs.item_ids, features_interval=interval_id)
+    ckpt.metadata.update(item_ids=fs.item_ids, features_interval=fs.manifest["interval"]["id"])
+    run_id = _log_training_run(
+        reg, fs, mode, cfg, parent, context, (split, splits), result, str(device),
+        {"train.seconds": time.time() - started, **guard},
+    )  # fmt: skip
+    state_path.unlink(missing_ok=True)  # logged: a retry of this task starts a new run
+    log.info("trained %s model in run %s (best epoch %s)", mode, run_id, result.best_epoch)
+    return {
+        "run_id": run_id,
+        "mode": mode,
+        "features": fs.manifest["interval"]["id"],
+        "parent_version": parent,
+        "resumed_from_epoch": resumed,
+    }
+
+
+def _skipped(reason: str) -> dict[str, Any]:
+    log.warning("incremental fine-tune skipped: %s", reason)
+    return {"skipped": True, "reason": reason}
+
+
+def _nothing_to_finetune(reg: Any, champion: Any, fs: Any) -> str | None:
+    """Why fine-tuning ``champion`` on snapshot ``fs`` would do nothing new, or None."""
+    if fs.manifest["last_ingested_at"] <= champion.tags[TAG_DATA_END]:
+        return f"no data ingested after the champion's ({champion.tags[TAG_DATA_END]})"
+    twin = _already_finetuned(reg, str(champion.version), fs.manifest.get("version"))
+    if twin is not None:
+        return (
+            f"version {twin} was already fine-tuned from champion {champion.version} on "
+            f"this features snapshot"
+        )
+    return None
+
+
+def _warm_start(reg: Any, champion: Any) -> tuple[Any, str | None, dt.datetime | None]:
+    """``(checkpoint, parent version, its data end)`` of the champion; Nones for a full retrain."""
+    from recsys.model.sasrec import Checkpoint
+
+    if champion is None:
+        return None, None, None
+    with tempfile.TemporaryDirectory() as tmp:
+        init = Checkpoint.load(reg.version_checkpoint(champion.version, Path(tmp)))
+    return init, str(champion.version), dt.datetime.fromisoformat(champion.tags[TAG_DATA_END])
+
+
+def _training_split(
+    fs: Any, cfg: PipelineConfig, train_cfg: Any, since: dt.datetime | None
+) -> tuple[Any, Any]:
+    """``(split to train on, IncrementalSplits or None)``. A fine-tune trains on the users with
+    events since ``since`` and a replay of old users, and keeps a fixed old slice to check
+    forgetting; a full retrain on everyone's leave-last-out split."""
+    from recsys.data.splits import incremental_splits
+
+    if since is None:
+        return split_of(fs, cfg), None
+    users, sequences = fs.sequences()
+    active = set(fs.sequences(since)[0])
+    splits = incremental_splits(
+        users, sequences, active, train_cfg.replay_ratio, train_cfg.seed, cfg.eval.min_events
+    )
+    return splits.train, splits
+
+
+def _log_training_run(
+    reg: Any,
+    fs: Any,
+    mode: str,
+    cfg: PipelineConfig,
+    parent: str | None,
+    context: dict[str, Any] | None,
+    split_and_splits: tuple[Any, Any],
+    result: Any,
+    device: str,
+    metrics: dict[str, float],
+) -> str:
+    """The MLflow run of a training: tags, params, curves, metrics, config, lineage, checkpoint."""
+    from recsys.registry.lineage import code_version
+
+    split, splits = split_and_splits
+    interval_id = fs.manifest["interval"]["id"]
     tags = {
         TAG_MODE: mode,
         TAG_FEATURES: interval_id,
@@ -198,8 +248,9 @@ def train(
         "data.interval_start": fs.manifest["interval"]["start"],
         "data.interval_end": fs.manifest["interval"]["end"],
         "data.n_train_sequences": len(split.train),
-        "train.resumed_from_epoch": resumed,  # 0: trained from its first epoch in this attempt
-        "train.device": str(device),
+        # 0: trained from its first epoch in this attempt
+        "train.resumed_from_epoch": result.resumed_after_epoch,
+        "train.device": device,
         **(
             {}
             if splits is None
@@ -226,11 +277,11 @@ def train(
     reg.log(
         run_id,
         metrics={
-            "train.seconds": time.time() - started,
+            "train.seconds": metrics["train.seconds"],
             "train.tokens_per_s": result.tokens_per_s,
             "train.best_epoch": result.best_epoch,
             **{f"valid.{k}": v for k, v in result.best_valid.items()},
-            **guard,
+            **{k: v for k, v in metrics.items() if k != "train.seconds"},
         },
     )
     reg.log_dict(
@@ -243,16 +294,8 @@ def train(
         CONFIG_FILE,
     )
     reg.log_dict(run_id, lineage_record(fs, mode, parent), LINEAGE_FILE)
-    reg.log_checkpoint(run_id, ckpt)
-    state_path.unlink(missing_ok=True)  # logged: a retry of this task starts a new run
-    log.info("trained %s model in run %s (best epoch %s)", mode, run_id, result.best_epoch)
-    return {
-        "run_id": run_id,
-        "mode": mode,
-        "features": interval_id,
-        "parent_version": parent,
-        "resumed_from_epoch": resumed,
-    }
+    reg.log_checkpoint(run_id, result.checkpoint)
+    return run_id
 
 
 def evaluate(settings: Settings, run_id: str, cfg: PipelineConfig | None = None) -> dict[str, Any]:
@@ -318,6 +361,19 @@ def evaluate(settings: Settings, run_id: str, cfg: PipelineConfig | None = None)
     named_rows = [{"model": model, **row} for model, row in rows.items()]
     reg.log_table(run_id, report.as_columns(named_rows), COMPARISON_JSON)
 
+    _log_plots(reg, run_id, scores, contexts, targets, counts, k)
+    log.info("run %s: %s", run_id, metrics)
+    return {"run_id": run_id, **metrics}
+
+
+def _log_plots(
+    reg: Any, run_id: str, scores: Any, contexts: Any, targets: Any, counts: Any, k: int
+) -> None:
+    """The run's learning curve, NDCG by history length and the popularity of what it
+    recommends, each as a ``.png`` with its numbers beside it as a ``.json`` table."""
+    from recsys.evaluation import metrics as E
+    from recsys.evaluation import report
+
     curves = {"train.loss": "train loss", f"train.ndcg_at_{k}": f"valid ndcg_at_{k}"}
     history = [
         {"epoch": row["step"], **{curves[key]: v for key, v in row.items() if key in curves}}
@@ -330,8 +386,6 @@ def evaluate(settings: Settings, run_id: str, cfg: PipelineConfig | None = None)
     for name, (fig, data) in plots.items():
         reg.log_figure(run_id, fig, f"{PLOTS}/{name}.png")
         reg.log_table(run_id, report.as_columns(data), f"{PLOTS}/{name}.json")
-    log.info("run %s: %s", run_id, metrics)
-    return {"run_id": run_id, **metrics}
 
 
 def register(settings: Settings, run_id: str) -> dict[str, Any]:

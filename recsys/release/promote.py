@@ -107,10 +107,8 @@ def run(
     """
     from recsys.data import features
     from recsys.registry.client import Registry
-    from recsys.release.evidence import gather, latency_p95_ms, latency_sample
-    from recsys.release.gate import Criterion, GateConfig, ModelEvidence, Verdict, decide
+    from recsys.release.gate import GateConfig
     from recsys.release.pipeline import split_of
-    from recsys.release.shadow import compare as shadow_compare
 
     if force is not None and block is not None:
         raise ValueError("give either force or block, not both")
@@ -130,43 +128,10 @@ def run(
     fs = features.load(settings, challenger.tags[TAG_FEATURES])
     split = split_of(fs, cfg)
     eval_set = evaluation_set_id(split, fs.manifest.get("version", ""))
-    metrics = run_.data.metrics
-
-    chal_rec, error = _load(reg, version)
-    shadow: dict[str, float] = {}
-    if chal_rec is None:
-        chal_ev = None
-        verdict = Verdict(False, f"infra validation failed: {error}", [
-            Criterion("infra validation (serving code path)", None, None, "loads and answers",
-                      False, error)])  # fmt: skip
-    else:
-        chal_ev = gather(chal_rec, split, fs.item_ids, gate_cfg, metrics.get("test_old.ndcg_at_10"))
-        champ_ev: ModelEvidence | None = None
-        if champion is not None:
-            champ_rec, champ_error = _load(reg, champ_version)
-            same_parent = challenger.tags.get(TAG_PARENT) == champ_version
-            old = metrics.get("parent.test_old.ndcg_at_10") if same_parent else None
-            if champ_rec is not None:
-                champ_ev = gather(champ_rec, split, fs.item_ids, gate_cfg, old)
-            if champ_ev is None or not champ_ev.smoke_ok:
-                log.warning("champion v%s is broken (%s): judged as missing", champ_version,
-                            champ_error or champ_ev and champ_ev.smoke_error)  # fmt: skip
-                champ_ev = None
-        if chal_ev.smoke_ok:  # time the models once, side by side: fair on a busy machine
-            timed = [chal_rec] if champ_ev is None else [chal_rec, champ_rec]
-            histories = latency_sample(split, fs.item_ids, gate_cfg.seed)
-            p95 = latency_p95_ms(timed, histories, gate_cfg.k)
-            chal_ev = dataclasses.replace(chal_ev, p95_ms=p95[0])
-            if champ_ev is not None:
-                champ_ev = dataclasses.replace(champ_ev, p95_ms=p95[1])
-        verdict = decide(chal_ev, champ_ev, gate_cfg, force=force, block=block)
-        if champion is not None:  # replay the champion's recent real requests through it
-            users = fs.sequences()[0]
-            ranks = {"challenger": chal_ev.ranks}
-            if champ_ev is not None:
-                ranks["champion"] = champ_ev.ranks
-            user_ids = [users[i] for i in split.test_users]
-            shadow = shadow_compare(settings, chal_rec, champ_version, user_ids, ranks, gate_cfg.k)
+    verdict, shadow = _judge(
+        settings, reg, challenger, run_.data.metrics, champ_version, fs, split, gate_cfg,
+        force, block,
+    )  # fmt: skip
     if verdict.promote:
         kind = "force" if force else "promote"
         verdict = _move_champion(settings, reg, version, champ_version or None, verdict, kind)
@@ -183,6 +148,52 @@ def run(
         "champion_before": champ_version or None,
         "champion": version if verdict.promote else champ_version or None,
     }
+
+
+def _judge(settings: Settings, reg: Any, challenger: Any, metrics: dict[str, float],
+           champ_version: str, fs: Any, split: Any, gate_cfg: Any, force: str | None,
+           block: str | None) -> tuple[Any, dict[str, float]]:  # fmt: skip
+    """The gate's verdict on the challenger against the champion (``""``: none), and the shadow
+    comparison on the champion's recent real requests."""
+    from recsys.release.evidence import gather, latency_p95_ms, latency_sample
+    from recsys.release.gate import Criterion, Verdict, decide
+    from recsys.release.shadow import compare as shadow_compare
+
+    version = str(challenger.version)
+    chal_rec, error = _load(reg, version)
+    if chal_rec is None:
+        return Verdict(False, f"infra validation failed: {error}", [
+            Criterion("infra validation (serving code path)", None, None, "loads and answers",
+                      False, error)]), {}  # fmt: skip
+    chal_ev = gather(chal_rec, split, fs.item_ids, gate_cfg, metrics.get("test_old.ndcg_at_10"))
+    champ_ev, champ_rec = None, None
+    if champ_version:
+        champ_rec, champ_error = _load(reg, champ_version)
+        same_parent = challenger.tags.get(TAG_PARENT) == champ_version
+        old = metrics.get("parent.test_old.ndcg_at_10") if same_parent else None
+        if champ_rec is not None:
+            champ_ev = gather(champ_rec, split, fs.item_ids, gate_cfg, old)
+        if champ_ev is None or not champ_ev.smoke_ok:
+            log.warning("champion v%s is broken (%s): judged as missing", champ_version,
+                        champ_error or champ_ev and champ_ev.smoke_error)  # fmt: skip
+            champ_ev = None
+    if chal_ev.smoke_ok:  # time the models once, side by side: fair on a busy machine
+        timed = [chal_rec] if champ_ev is None else [chal_rec, champ_rec]
+        histories = latency_sample(split, fs.item_ids, gate_cfg.seed)
+        p95 = latency_p95_ms(timed, histories, gate_cfg.k)
+        chal_ev = dataclasses.replace(chal_ev, p95_ms=p95[0])
+        if champ_ev is not None:
+            champ_ev = dataclasses.replace(champ_ev, p95_ms=p95[1])
+    verdict = decide(chal_ev, champ_ev, gate_cfg, force=force, block=block)
+    if not champ_version:
+        return verdict, {}
+    # Replay the champion's recent real requests through the challenger.
+    users = fs.sequences()[0]
+    ranks = {"challenger": chal_ev.ranks}
+    if champ_ev is not None:
+        ranks["champion"] = champ_ev.ranks
+    user_ids = [users[i] for i in split.test_users]
+    return verdict, shadow_compare(settings, chal_rec, champ_version, user_ids, ranks, gate_cfg.k)
 
 
 def _record(reg: Any, settings: Settings, challenger: Any, run_: Any, verdict: Any,
