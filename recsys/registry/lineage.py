@@ -12,6 +12,25 @@ from typing import Any
 from recsys.config import Settings
 
 
+def lineage_record(fs: Any, mode: str, parent: str | None) -> dict[str, Any]:
+    """What a run was trained and evaluated on: the snapshot and every partition in it."""
+    manifest = fs.manifest
+    return {
+        "mode": mode,
+        "parent_version": parent,
+        "features": {
+            "interval": manifest["interval"],
+            "version": manifest.get("version"),
+            "path": manifest["path"],
+            "n_events": manifest["n_events"],
+            "n_users": manifest["n_users"],
+            "n_items": manifest["n_items"],
+        },
+        "evaluated_on": "the same snapshot: leave-last-out test items (last event per user)",
+        "partitions": manifest["partitions"],
+    }
+
+
 def code_version(env: dict[str, str] | None = None) -> str:
     """The code a model was trained with: ``RECSYS_GIT_COMMIT`` (set it in images), else the
     git commit of this checkout (``-dirty`` with uncommitted changes), else the package version."""

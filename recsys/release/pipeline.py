@@ -38,25 +38,6 @@ from recsys.registry.tags import (
 log = logging.getLogger(__name__)
 
 
-def lineage_record(fs: Any, mode: str, parent: str | None) -> dict[str, Any]:
-    """What a run was trained and evaluated on: the snapshot and every partition in it."""
-    manifest = fs.manifest
-    return {
-        "mode": mode,
-        "parent_version": parent,
-        "features": {
-            "interval": manifest["interval"],
-            "version": manifest.get("version"),
-            "path": manifest["path"],
-            "n_events": manifest["n_events"],
-            "n_users": manifest["n_users"],
-            "n_items": manifest["n_items"],
-        },
-        "evaluated_on": "the same snapshot: leave-last-out test items (last event per user)",
-        "partitions": manifest["partitions"],
-    }
-
-
 def _already_finetuned(reg: Any, parent: str, features_version: str | None) -> str | None:
     """A version fine-tuned from ``parent`` on the same snapshot, if any: training it again would
     only register a duplicate."""
@@ -228,7 +209,7 @@ def _log_training_run(
     metrics: dict[str, float],
 ) -> str:
     """The MLflow run of a training: tags, params, curves, metrics, config, lineage, checkpoint."""
-    from recsys.registry.lineage import code_version
+    from recsys.registry.lineage import code_version, lineage_record
 
     split, splits = split_and_splits
     interval_id = fs.manifest["interval"]["id"]
