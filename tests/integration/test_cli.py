@@ -11,6 +11,7 @@ import pytest
 
 from recsys.data import synthetic
 from recsys.data.lake import Interval, Lake, read_json
+from tests.helpers.registry import tiny_versions
 
 pytestmark = pytest.mark.slow
 
@@ -171,25 +172,11 @@ def _in_process(settings, *args, check=True):
     return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
-def _tiny_versions(settings, tmp_path, n):
-    """``n`` registered versions that share one placeholder artifact folder: no training."""
-    from recsys.registry.client import Registry
-
-    reg = Registry(settings)
-    reg.client.create_registered_model(reg.name)
-    run_id = reg.create_run("tiny", {})
-    source = tmp_path / "model"
-    source.mkdir()
-    for _ in range(n):
-        reg.client.create_model_version(reg.name, source=str(source), run_id=run_id)
-    return reg
-
-
 def test_alias_history_live_at_and_rollback(settings, tmp_path):
     from recsys.registry import aliases
     from recsys.registry.alias_log import AliasLog
 
-    reg = _tiny_versions(settings, tmp_path, 3)
+    reg = tiny_versions(settings, tmp_path, 3)
     reg.set_alias("champion", "1")  # by hand, before the alias log existed
     # One real process; the many short commands after it run in this one.
     (found,) = json.loads(_recsys(settings, "registry", "history", "--json").stdout)

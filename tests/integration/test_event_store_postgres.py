@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 
 from recsys.data import events, synthetic
-from tests.unit.test_events import assert_history_reads_agree, history_cases
+from tests.helpers.events import assert_history_reads_agree, history_cases
 
 pytestmark = pytest.mark.postgres
 

@@ -10,7 +10,7 @@ from recsys.data.impressions import Impression, ImpressionLog
 from recsys.registry import aliases
 from recsys.registry.alias_log import AliasLog
 from recsys.release.online_guard import OnlineGuardConfig, check, ctr_dropped
-from tests.integration.test_cli import _tiny_versions
+from tests.helpers.registry import tiny_versions
 
 CFG = OnlineGuardConfig(min_impressions=100)
 
@@ -45,7 +45,7 @@ def serve(settings, version, n, clicked, at):
 
 @pytest.mark.parametrize("live_clicks,rolls_back", [(20, True), (100, False)])
 def test_clear_ctr_drop_rolls_champion_back(settings, tmp_path, live_clicks, rolls_back):
-    reg = _tiny_versions(settings, tmp_path, 2)
+    reg = tiny_versions(settings, tmp_path, 2)
     log = AliasLog(settings.event_store_url)
     aliases.move_alias(reg, log, CHAMPION, "1", "test", "first champion")
     v1_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)

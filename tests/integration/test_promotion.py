@@ -11,7 +11,7 @@ from recsys.data import events, synthetic
 from recsys.registry.alias_log import AliasLog
 from recsys.registry.client import Registry
 from recsys.release import pipeline, promote
-from tests.integration.test_serve import _ingest
+from tests.helpers.pipeline import ingest_days
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def home(tmp_path_factory):
     settings = Settings.from_env({"RECSYS_HOME": str(tmp_path_factory.mktemp("gate"))})
     store = events.EventStore(settings.event_store_url)
     store.append(events.prepare_rows(synthetic.generate(n_users=150, n_items=60, days=3)))
-    _ingest(settings, [0, 1, 2])
+    ingest_days(settings, [0, 1, 2])
     return settings
 
 

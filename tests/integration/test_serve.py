@@ -14,24 +14,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from recsys.config import CHAMPION, PipelineConfig, ServingConfig, TrainConfig
-from recsys.data import collect, events, features, impressions, synthetic, validate
-from recsys.data.lake import Interval
+from recsys.data import events, features, impressions, synthetic
 from recsys.registry.client import Registry
 from recsys.release import pipeline, promote
 from recsys.serving.app import create_app
+from tests.helpers.pipeline import ingest_days
 
 pytestmark = pytest.mark.slow
 
 CFG = PipelineConfig(train=TrainConfig(epochs=10))
-START = dt.datetime(2024, 1, 1)
-
-
-def _ingest(settings, days):
-    for d in days:
-        iv = Interval(START + dt.timedelta(days=d), START + dt.timedelta(days=d + 1))
-        collect.run(settings, iv)
-        assert validate.run(settings, iv)["success"]
-        features.run(settings, iv)
 
 
 def _release(settings, mode):
@@ -49,10 +40,10 @@ def served(tmp_path_factory):
     settings = Settings.from_env({"RECSYS_HOME": str(home)})
     store = events.EventStore(settings.event_store_url)
     store.append(events.prepare_rows(synthetic.generate(n_users=80, n_items=60, days=3)))
-    _ingest(settings, [0, 1])
+    ingest_days(settings, [0, 1])
     v1 = _release(settings, "full")
     promote.run(settings, v1, CFG)
-    _ingest(settings, [2])
+    ingest_days(settings, [2])
     v2 = _release(settings, "full")
     return settings, v1, v2
 
@@ -525,7 +516,6 @@ def test_the_run_page_has_the_plots_with_their_numbers(served, tmp_path):
 
 
 def test_evaluating_again_replaces_the_report_and_keeps_the_promotion_metric(served, tmp_path):
-    from recsys.data import features
     from recsys.model.sasrec import Checkpoint
 
     settings, _, v2 = served

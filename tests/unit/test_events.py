@@ -6,6 +6,7 @@ import sqlalchemy as sa
 
 from recsys import schema as S
 from recsys.data import event_files, events, movielens
+from tests.helpers.events import assert_history_reads_agree, history_cases
 
 
 def test_prepare_rows_normalises_times_and_replays_ingestion():
@@ -64,28 +65,6 @@ def test_history_is_time_ordered_and_limited(tmp_path):
     assert store.history("u") == ["i1", "i2", "i3"]
     assert store.history("u", limit=2) == ["i2", "i3"]
     assert store.history("nobody") == []
-
-
-def history_cases() -> list[dict]:
-    """Events a history read must sort, filter and cut: ties in time, no item, a foreign type."""
-    rows = [
-        {"user_id": "u", "item_id": f"i{t % 7}", "event_time": 1000 + t // 2} for t in range(30)
-    ]
-    rows += [
-        {"user_id": "u", "item_id": None, "event_time": 1003},  # no item: not history
-        {"user_id": "u", "item_id": "x", "event_time": 1004, "event_type": "bogus"},  # kept raw
-        {"user_id": "v", "item_id": "other", "event_time": 1005},
-    ]
-    return events.prepare_rows(rows)
-
-
-def assert_history_reads_agree(store: events.EventStore) -> None:
-    """``history_rows`` (driver SQL where it can) gives what the SQLAlchemy statement gives."""
-    for user, limit in (("u", 200), ("u", 7), ("u", 1), ("v", 5), ("nobody", 3)):
-        with store.engine.connect() as conn:
-            rows = conn.execute(events._HISTORY, {"user": user, "limit": limit}).all()
-        assert store.history_rows(user, limit) == [tuple(r) for r in reversed(rows)]
-    assert len(store.history_rows("u", 200)) == 30 and "x" not in store.history("u")
 
 
 def test_the_history_read_agrees_with_its_sqlalchemy_statement(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from recsys.model.sasrec import build_model
 from recsys.release.evidence import gather, latency_p95_ms, latency_sample, smoke
 from recsys.release.gate import GateConfig, ndcg_per_user
 from recsys.training.loop import train
-from tests.unit.test_train import MODEL, N_ITEMS, TRAIN, walks
+from tests.helpers.training import MODEL, N_ITEMS, TRAIN, walks
 
 ITEM_IDS = [f"item-{i}" for i in range(1, N_ITEMS + 1)]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.config import ModelConfig, TrainConfig
+from recsys.config import TrainConfig
 from recsys.data.splits import leave_last_out
 from recsys.evaluation.metrics import evaluate_model, evaluate_popularity
 from recsys.model.sasrec import SASRec, build_model, score_contexts
@@ -14,30 +14,7 @@ from recsys.training.loop import train
 from recsys.training.losses import SoftmaxCrossEntropy, dense_loss_sum, seen_items
 from recsys.training.optim import WeightAverage, init_model
 from recsys.training.windows import build_windows, drop_items
-
-N_ITEMS = 60
-MODEL = ModelConfig(max_len=20, d_model=32, n_layers=1, n_heads=2, dropout=0.1)
-TRAIN = TrainConfig(
-    epochs=30, batch_size=64, lr=5e-3, eval_every=5, patience=3, seed=0, min_steps=0,
-    warmup_epochs=0,
-)  # fmt: skip
-
-
-def walks(n_users: int, n_items: int, seed: int) -> list[list[int]]:
-    """Each user walks item -> item + 1 or + 2 (mod n), with 10% random jumps."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n_users):
-        cur = int(rng.integers(1, n_items + 1))
-        seq = [cur]
-        for _ in range(int(rng.integers(15, 31)) - 1):
-            if rng.random() < 0.1:
-                cur = int(rng.integers(1, n_items + 1))
-            else:
-                cur = (cur - 1 + int(rng.integers(1, 3))) % n_items + 1
-            seq.append(cur)
-        out.append(seq)
-    return out
+from tests.helpers.training import MODEL, N_ITEMS, TRAIN, walks
 
 
 @pytest.fixture(scope="module")

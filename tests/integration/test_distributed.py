@@ -11,7 +11,7 @@ from recsys.data.splits import leave_last_out
 from recsys.evaluation.metrics import evaluate_model, evaluate_popularity
 from recsys.model.sasrec import Checkpoint, build_model
 from recsys.training.loop import train
-from tests.unit.test_train import MODEL, N_ITEMS, TRAIN, walks
+from tests.helpers.training import MODEL, N_ITEMS, TRAIN, walks
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 

@@ -19,7 +19,7 @@ from recsys.evaluation.metrics import evaluate_model, evaluate_popularity
 from recsys.model.sasrec import build_model
 from recsys.training.loop import train
 from recsys.training.losses import sampled_softmax_loss
-from tests.unit.test_train import MODEL, N_ITEMS, TRAIN, walks
+from tests.helpers.training import MODEL, N_ITEMS, TRAIN, walks
 
 RESUME_CFG = dataclasses.replace(TRAIN, epochs=12, eval_every=2, patience=100)
 
@@ -30,7 +30,7 @@ CHILD = textwrap.dedent(
     import torch
     import recsys.training.loop as T
     from recsys.data.splits import leave_last_out
-    from tests.unit.test_train import MODEL, N_ITEMS, TRAIN, walks
+    from tests.helpers.training import MODEL, N_ITEMS, TRAIN, walks
 
     torch.set_num_threads(1)
     slow = T._run_epoch
