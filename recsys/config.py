@@ -138,32 +138,18 @@ class TrainConfig:
     """How to train. Full retrain and incremental fine-tune are two presets of this one class."""
 
     mode: Literal["full", "incremental"] = "full"
-    # The budget of a full retrain, which on data like MovieLens-100K is what ends it: there
-    # the validation score still rises at epoch 130 (every-epoch learning curves of the busiest
-    # week's seven daily retrains, seed 43, and of three leave-last-out retrains, seeds 42-44),
-    # so the budget, not a plateau, sets what a retrain costs, and the same budget makes
-    # retrains on similar data cost the same. On those three retrains the checkpoint chosen on
-    # validation within 80 epochs scored test NDCG@10 0.1230 / 0.1246 / 0.1241 (HR@10 0.2248 /
-    # 0.2280 / 0.2333), within 100 epochs 0.1275 / 0.1246 / 0.1215 (0.2248 / 0.2280 / 0.2269)
-    # for a quarter more time; 80 keeps a retrain near 3 minutes on 2 cores.
+    # The budget, not a plateau, ends a full retrain: near 3 minutes on 2 cores, the same on
+    # similar data (decisions.md: "Epoch budget").
     epochs: int = 80
     batch_size: int = 64
-    # Peak learning rate, reached after ``warmup_epochs``. bench/quality.py, MovieLens-100K, 3
-    # seeds: NDCG@10 0.1120 at 3e-3 with 5 warm-up epochs, 0.1067 at 1e-3 with none; on the 1M
-    # synthetic events (one seed) 0.6295, where 1e-3 had stalled after epoch 2 at 0.6219.
+    # Peak, reached after the warm-up; 1e-3 stalled on 1M events (decisions.md: "Learning rate").
     lr: float = 3e-3
     weight_decay: float = 0.01
-    # Validation checks without improvement before early stopping. With about 1,000 validation
-    # users a check's NDCG@10 moves by about 0.005 while the curve still rises by about 0.0005
-    # an epoch, so a short wait stops on noise: 5 checks of 2 epochs stopped the ten curves
-    # above anywhere from 66 to 112 epochs (the one at 66 at test HR@10 0.2036), so one
-    # retrain could cost 1.6 times another on nearly the same data (68 and 112 epochs in one
-    # week). 10 checks stopped none of the ten before 98 epochs: within the 80-epoch budget,
-    # early stopping ends only a real plateau.
+    # Validation checks without improvement before early stopping; a shorter wait stops on noise
+    # (decisions.md: "Early-stopping patience").
     patience: int = 10
-    # Early stopping waits for this many optimizer steps: a transformer's validation score can
-    # stall for a while before attention pays off. A count of steps, not epochs, since an
-    # epoch is 18 steps on MovieLens-100K and over 300 on 1M events.
+    # Optimizer steps before early stopping may end a run: a transformer's score can stall before
+    # attention pays off (decisions.md: "Minimum steps before early stopping").
     min_steps: int = 1000
     eval_every: int = 2  # epochs between validation checks
     seed: int = 42
@@ -171,83 +157,46 @@ class TrainConfig:
     loss: Literal["full", "sampled"] = "full"  # softmax over the whole catalogue, or sampled
     n_negatives: int = 1024  # shared uniform negatives per batch when loss="sampled"
     replay_ratio: float = 1.0  # incremental: old sequences replayed per new sequence
-    # Warm start: multiply the checkpoint's weight matrices and embeddings by this before the
-    # first step, as the "shrink" of Ash & Adams (2020), "On Warm-Starting Neural Network
-    # Training": a network trained to convergence learns new data worse than a fresh one, and
-    # shrinking its weights gives some of that back. 1.0 starts from the weights as saved;
-    # norms, biases and the rows of new items are never scaled.
+    # Warm start: scale the checkpoint's weight matrices and embeddings (never norms, biases or new
+    # items' rows) by this first; 1.0: as saved (decisions.md: "Warm-start shrink").
     warm_shrink: float = 1.0
-    # Learning rate over training: "constant", or "cosine" decay from ``lr`` to 0 at ``epochs``
-    # after ``warmup_epochs`` of linear warm-up (the schedule is laid out over ``epochs``).
+    # After the warm-up: "constant", or "cosine" decay from ``lr`` to 0 at ``epochs``; cosine
+    # scored lower (decisions.md: "Learning-rate schedule").
     schedule: Literal["constant", "cosine"] = "constant"
-    warmup_epochs: float = 5.0
+    warmup_epochs: float = 5.0  # linear warm-up to ``lr`` (decisions.md: "Learning rate")
     # Validate and keep an exponential moving average of the weights, with this half-life in
-    # epochs (0: the raw weights). Steps per epoch vary with the data; epochs do not.
-    ema_halflife_epochs: float = 0.0
-    # Share of input items hidden from attention in each training step (augmentation; targets
-    # and the most recent item are kept). 0 disables it.
+    # epochs, which do not vary with the data as steps do (0: the raw weights).
+    ema_halflife_epochs: float = 0.0  # decisions.md: "Weight averaging and item dropout off"
+    # Share of input items hidden from attention in each training step, targets and the latest
+    # item kept; 0: off (decisions.md: "Weight averaging and item dropout off").
     item_dropout: float = 0.0
-    # Arithmetic of the training steps: "bf16" runs them under bf16 autocast (weights and
-    # optimizer moments stay fp32). It pays for wide models only: at d_model 64 a step is bound
-    # by kernel launches, and on an H200 (bench/throughput.py, batch 64, max_len 200) bf16 did
-    # 0.53M targets/s on MovieLens-100K against 0.98M in fp32, and 1.58M against 1.68M on
-    # full-length windows.
+    # "bf16": steps under bf16 autocast (weights and optimizer moments stay fp32); slower at
+    # d_model 64, where kernel launches bound a step (decisions.md: "Precision: fp32").
     precision: Literal["fp32", "bf16"] = "fp32"
-    # torch.compile the forward pass (dynamic shapes: batch widths vary). Off by default: on the
-    # H200 it took 50-70 s to compile and then gave 2.23M targets/s against 1.68M on
-    # full-length windows, but 0.92M against 0.98M on MovieLens-100K's shorter ones.
+    # torch.compile the forward pass (dynamic shapes: batch widths vary); paid only on full-length
+    # windows (decisions.md: "torch.compile off").
     compile: bool = False
-    # Leave the items each position has already seen (its own target excepted) out of its
-    # softmax: serving and evaluation never recommend a seen item, so the model need not learn
-    # to rank them low. With loss="sampled", no seen item is drawn as a negative. On
-    # MovieLens-100K (bench/quality.py, 3 seeds) NDCG@10 0.1270 and HR@10 0.2301 with it, 0.1120
-    # and 0.2117 without. Turn it off where seen items are served again (exclude_seen=false):
-    # the model is then never taught how a seen item ranks.
-    mask_seen: bool = True
+    # Leave each position's seen items (its target excepted) out of its softmax and negatives:
+    # served lists never hold them; off where they do (exclude_seen=false).
+    mask_seen: bool = True  # decisions.md: "Seen items masked in training"
 
     @classmethod
     def finetune(cls, **overrides: Any) -> TrainConfig:
         """Preset for incremental fine-tuning: short, gentle, warm-started from the champion.
 
-        lr 1e-3, a third of the full retrain's peak: bench/incremental.py's last 7 days, fine-tunes
-        from two day-one retrains (seeds 42, 43), gave NDCG@10 0.1264 / 0.1256 at 1e-3 against
-        0.1193 / 0.1233 at 3e-4, 0.1234 / 0.1254 at 5e-4 and 0.1226 / 0.1190 at 2e-3 (the
-        day-one models alone: 0.1175 / 0.1249); 3e-3 did worse again on the busiest week.
-
-        Two epochs over the new users and a broad replay of old users (30 per new one before the
-        shrink, 10 since): the new data is learnt from a broad view of the old, not from a near-even
-        mix. Fine-tuning six days from each seed's cached first-day retrain (bench/incremental.py's
-        functions), the gain over the first-day model alone (NDCG@10) went from +0.0023 / +0.0039 /
-        +0.0024 (seeds 43 / 45 / 44) on the busiest week and +0.0052 / +0.0002 / +0.0029 (seeds
-        42-44) on the last week, with 1 replayed per new user and up to 10 early-stopped epochs, to
-        +0.0036 / +0.0061 / +0.0056 and +0.0074 / -0.0002 / +0.0075; the six fine-tunes took 6-10 s
-        instead of 3-6. Replaying every old user did a little better again (+0.0047 / +0.0047 /
-        +0.0060 and +0.0098 / +0.0005 / +0.0076) at about 15 s, but its cost grows with the whole
-        history.
-
-        The parent's weights shrunk by 0.9 first (``warm_shrink``): at the same cost, six days
-        of these fine-tunes from each seed's cached first-day retrain scored NDCG@10 +0.0031 /
-        +0.0030 / +0.0039 / +0.0018 / +0.0018 (busiest week, seeds 42-46) and +0.0026 / +0.0046
-        / +0.0033 (last week, seeds 42-44) above the same without it, 8 of 8 ahead. Over five
-        of those seed-weeks (mean NDCG@10 0.1239 without) 0.85 (0.1266) and 0.8 plus noise of
-        std 0.01 (0.1251) did no better than 0.9 (0.1270); 0.7 lost 0.004 on seed 43. Shrinking
-        only the item embedding gained less (+0.0018 / +0.0028 / +0.0015 / +0.0004 on seeds 43,
-        42, 46 of the busiest week and 44 of the last, against +0.0030 / +0.0031 / +0.0018 /
-        +0.0033), only the other weights nothing (+0.0024 / +0.0001 / -0.0001 / -0.0021).
-
-        With the shrink, 10 replayed users per new one do as well as 30 at half the cost: the same
-        replays on eight seed-weeks (busiest week seeds 43 / 45 / 44 / 46 / 47, last week 42 / 44 /
-        43; first-day retrains of 2 December) gave NDCG@10 0.1261 / 0.1295 / 0.1278 / 0.1318 /
-        0.1272, 0.1389 / 0.1349 / 0.1281 against 0.1267 / 0.1295 / 0.1271 / 0.1315 / 0.1288, 0.1348
-        / 0.1355 / 0.1266 with 30 (mean +0.0005), and the six fine-tunes took 7.5-8.4 s instead of
-        16.4-18.2 s on the busiest week, 4.0-4.3 s instead of 8.8-9.7 s on the last. At most 400
-        replayed users, whatever the ratio, did no better (0.1254 / 0.1284 / 0.1280, 0.1348 / 0.1355
-        / 0.1266 on the first six).
+        Each override says why; a quoted name is the decisions.md entry with the figures.
         """
         base = dict(
-            mode="incremental", epochs=2, lr=1e-3, warmup_epochs=0.0, eval_every=2, patience=2,
-            min_steps=0, replay_ratio=10.0, warm_shrink=0.9,
-        )  # fmt: skip
+            mode="incremental",  # warm-started from the champion, on the new users plus a replay
+            epochs=2,  # two passes over new and replayed users ("Fine-tune epochs and replay")
+            lr=1e-3,  # a third of the full retrain's peak ("Fine-tune learning rate")
+            warmup_epochs=0.0,  # the parent is trained already: no warm-up
+            eval_every=2,  # one validation check in two epochs, at the end...
+            patience=2,  # ...so early stopping never cuts the two epochs short
+            min_steps=0,  # attention has paid off in the parent: no wait before stopping
+            replay_ratio=10.0,  # old users per new one; as good as 30 ("Fine-tune replay ratio")
+            warm_shrink=0.9,  # shrink the parent's weights first ("Warm-start shrink")
+        )
         base.update(overrides)
         return cls(**base)
 
@@ -276,20 +225,15 @@ class ServingConfig:
     cache_ttl_s: float = 300.0  # how long a posted event stays in the in-process cache
     impression_queue: int = 10_000  # served lists waiting to be written; beyond that, dropped
     # Histories whose last hidden state the served model keeps (``recommender.StateCache``): a
-    # user asking again before their next event skips the forward pass. Up to 2 KB each at
-    # max_len 200 and d_model 64 (20 MB for 10,000); 0 disables it.
+    # repeated history skips the forward pass; 0 disables it (decisions.md: "State cache").
     state_cache: int = 10_000
-    # Intra-op threads of the server process (``recsys serve`` sets it; 0 keeps torch's default).
-    # On a busy machine torch's own threads stall for ~200 ms; for more cores, run more processes.
+    # Intra-op threads of the server process (``recsys serve`` sets it; 0 keeps torch's default);
+    # for more cores, run more processes (decisions.md: "Torch threads").
     torch_threads: int = 1
-    # The server's event loop. asyncio by default: under load uvloop leaves some connections
-    # waiting (wrk, 32 clients, no state cache: p99 172-255 ms with uvloop, 64-76 with asyncio;
-    # the first measurement, before gc.freeze, gave 418 against 67).
-    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
-    # uvicorn's access log, a line per request. Off by default: every served list is already
-    # logged as an impression (request id, user, items, version), /metrics counts requests by
-    # route and status, and the line cost up to 13% of throughput (bench/serve.py-style wrk runs).
-    access_log: bool = False
+    # The server's event loop: under load uvloop left some connections waiting.
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"  # decisions.md: "Event loop: asyncio"
+    # uvicorn's line per request: impressions and /metrics record each request already.
+    access_log: bool = False  # decisions.md: "Access log off"
 
     def __post_init__(self) -> None:
         if self.event_loop not in ("asyncio", "uvloop"):
@@ -315,10 +259,9 @@ class DriftCheck:
 class DriftPolicy:
     """Statistical checks of each partition against the previous ones: the one place to tune them.
 
-    Defaults suit replayed public data as well as live traffic: daily volumes swing widely
-    (MovieLens-100K has days at 1% and at 580% of the weekly median), and users arrive in bursts,
-    so volume and new users only warn; a flood of unknown items or a changed event-type mix is a
-    broken feed and quarantines.
+    Daily volumes swing widely and users arrive in bursts, so volume and new users only warn; a
+    flood of unknown items or a changed event-type mix is a broken feed and quarantines
+    (decisions.md: "Drift thresholds").
     """
 
     window: int = 7  # previous partitions that define "normal" volume and event-type mix

@@ -43,7 +43,7 @@ events_table = sa.Table(
     sa.Column(S.VALUE, sa.Float(), nullable=True),
     sa.Column(REQUEST_ID, sa.String(64), nullable=True),  # added later: see ``add_missing_columns``
     # A user's history, as serving reads it (``_HISTORY``), from the index alone: in the order
-    # asked, with no table lookups (MovieLens-100K, SQLite: 0.06 ms a read, 0.24 ms without).
+    # asked, no table lookups (decisions.md: "Covering index for the history read").
     sa.Index(
         "ix_events_user_history", S.USER_ID, S.EVENT_TIME, S.EVENT_ID, S.ITEM_ID, S.EVENT_TYPE
     ),
@@ -63,9 +63,8 @@ _HISTORY = (
 )
 
 # The same read as driver SQL, for the drivers whose placeholders are positional: SQLAlchemy's
-# compiled-statement cache and parameter processing cost more than the read itself (MovieLens-100K
-# on SQLite: 125 us a read through ``_HISTORY``, 60 us as driver SQL). The event types are
-# constants of ``recsys.schema``, written into the SQL as literals.
+# statement cache costs more than the read (decisions.md: "History read as driver SQL"). The event
+# types are constants of ``recsys.schema``, written into the SQL as literals.
 _POSITIONAL = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 

@@ -228,13 +228,10 @@ def create_app(
 def _recommendation_routes(
     app: FastAPI, svc: Services, SessionIn: type[BaseModel], RecommendParams: type[BaseModel]
 ) -> None:
-    # The two recommendation routes return their JSON themselves: ``answer`` builds exactly
-    # ``RecommendationsOut`` (which still documents them), and FastAPI's validation and encoding
-    # of a returned dict took about 50 us a request (a bare FastAPI route under wrk, 1 client).
-    # The two recommendation routes are ``async def``, so they run on the event loop, one request
-    # at a time: their work (one indexed history read, one forward pass) is short and CPU-bound.
-    # As plain ``def`` routes in the thread pool, concurrent requests fought over the GIL
-    # (bench/serve.py, 8 clients: 229 req/s in the pool, 572 on the loop; 470 with 1 client).
+    # Both return ``answer``'s dict as JSON, unchecked by FastAPI: it is exactly the documented
+    # ``RecommendationsOut`` (decisions.md: "Recommendations return JSON directly").
+    # ``async def``: short CPU-bound work runs on the event loop, one request at a time, rather
+    # than fight over the GIL in the pool (decisions.md: "Recommendation routes on the event loop").
     @app.get(
         "/recommendations/{user_id}",
         response_model=RecommendationsOut,
@@ -340,14 +337,11 @@ def serve(
         torch.set_num_threads(cfg.torch_threads)
     app = create_app(settings, poll_seconds=poll, serving=cfg)
     # The champion and the trending list are loaded here rather than at the app's startup, so
-    # that what loading them allocates (MLflow's modules among it) is frozen below as well; the
-    # startup then finds them loaded. Loaded after the freeze, they left full collections of
-    # 95-131 ms, each one a stalled answer (bench/loadgen.py, 1 client: max 128 ms).
+    # that what loading them allocates (MLflow's modules among it) is frozen below as well.
     app.state.holder.refresh()
     app.state.popularity.refresh()
-    # What is loaded by now (torch, MLflow, FastAPI, the model: 200,000 objects) lives as long as
-    # the process: freeze it out of the garbage collector's way. Each full collection walked all
-    # of it, stalling answers by up to 240 ms (bench/serve.py, 8 clients: p99 78 ms, 7.6 frozen).
+    # What is loaded by now lives as long as the process: freeze it out of the garbage collector's
+    # way (decisions.md: "Garbage collector frozen after loading").
     gc.collect()
     gc.freeze()
     uvicorn.run(
