@@ -254,6 +254,16 @@ def backfill(
     """
     before = db.last_backfill()
     scheduler = services.commands.get("scheduler")
+    if scheduler and before is not None and before[1] is None:
+        # One running backfill per DAG, and only the scheduler marks one complete (every 30 s):
+        # let it mark the previous one before it stops, or the new one is refused.
+        wait_for(
+            "the scheduler to mark the previous backfill complete",
+            lambda: db.last_backfill()[1] is not None,
+            timeout,
+            services,
+        )
+        before = db.last_backfill()
     if scheduler:
         services.stop("scheduler")
     try:
