@@ -103,6 +103,30 @@ def postgres_url(postgres_db) -> str:
     return postgres_db()
 
 
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request, tmp_path: Path) -> str:
+    """An empty event store database on each backend: a SQLite file, then a fresh PostgreSQL
+    database (skipped when none is reachable, except under CI=true)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'events.db'}"
+    return request.getfixturevalue("postgres_db")()
+
+
+@pytest.fixture
+def backend_settings(settings, store_url, monkeypatch: pytest.MonkeyPatch):
+    """``settings`` with the event store (and so the alias log and impressions) on each backend,
+    exported too, for child processes."""
+    import dataclasses
+
+    from recsys.config import ENV_EVENT_STORE
+
+    monkeypatch.setenv(ENV_EVENT_STORE, store_url)
+    return dataclasses.replace(settings, event_store_url=store_url)
+
+
 @pytest.fixture
 def redis_url() -> str:
     """The Redis at RECSYS_TEST_REDIS (default redis://127.0.0.1:6379/0), after a PING.

@@ -166,28 +166,36 @@ class EventStore:
     def append(self, rows: Sequence[dict[str, Any]]) -> int:
         """Insert rows (dicts with ``EVENT_COLUMNS``); existing event ids are left untouched.
 
-        Returns the number of new events stored.
+        Returns the number of new events this call stored (whatever other writers store
+        meanwhile): the ids the insert returns, not a count of the table before and after.
         """
-        before = self.count()
+        inserted = 0
         with self.engine.begin() as conn:
             for start in range(0, len(rows), _CHUNK):
-                conn.execute(self._insert_ignore(), list(rows[start : start + _CHUNK]))
-        return self.count() - before
+                chunk = list(rows[start : start + _CHUNK])
+                inserted += len(conn.execute(self._insert_ignore(), chunk).all())
+        return inserted
 
     def append_one(self, row: dict[str, Any]) -> bool:
-        """Insert one row; False when its event id is already stored (safe under concurrency)."""
+        """Insert one row; False when its event id is already stored (safe under concurrency).
+
+        Told by the row the insert returns: psycopg reports a rowcount of -1 for an
+        ``INSERT ... ON CONFLICT DO NOTHING``."""
         with self.engine.begin() as conn:
-            return conn.execute(self._insert_ignore(), row).rowcount == 1
+            return conn.execute(self._insert_ignore(), row).first() is not None
 
     def _insert_ignore(self) -> sa.Insert:
+        """``INSERT ... ON CONFLICT DO NOTHING RETURNING event_id``: one returned row per row
+        stored."""
         name = self.engine.dialect.name
         if name == "sqlite":
             from sqlalchemy.dialects.sqlite import insert
         elif name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
-        else:
-            return events_table.insert().prefix_with("IGNORE")  # MySQL/MariaDB
-        return insert(events_table).on_conflict_do_nothing(index_elements=[S.EVENT_ID])
+        else:  # MySQL / MariaDB (10.5+ returns rows)
+            return events_table.insert().prefix_with("IGNORE").returning(events_table.c[S.EVENT_ID])
+        ignore = insert(events_table).on_conflict_do_nothing(index_elements=[S.EVENT_ID])
+        return ignore.returning(events_table.c[S.EVENT_ID])
 
     def count(self) -> int:
         with self.engine.connect() as conn:
