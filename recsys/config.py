@@ -256,6 +256,19 @@ class DriftCheck:
 
 
 @dataclass(frozen=True)
+class GatePolicy:
+    """What the validation gate does with rows that fail a row-level expectation: they go to the
+    partition's reject table and the rest is published, unless there are so many that the feed
+    itself is broken, when the whole partition is quarantined."""
+
+    max_bad_row_share: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_bad_row_share <= 1.0:
+            raise ValueError(f"max_bad_row_share must be in [0, 1], got {self.max_bad_row_share}")
+
+
+@dataclass(frozen=True)
 class DriftPolicy:
     """Statistical checks of each partition against the previous ones: the one place to tune them.
 
@@ -279,6 +292,7 @@ class PipelineConfig:
     finetune: TrainConfig = field(default_factory=TrainConfig.finetune)  # incremental
     eval: EvalConfig = field(default_factory=EvalConfig)
     drift: DriftPolicy = field(default_factory=DriftPolicy)
+    gate: GatePolicy = field(default_factory=GatePolicy)
 
     def training(self, mode: str) -> TrainConfig:
         """The training preset of a mode: ``train`` (full) or ``finetune`` (incremental)."""

@@ -86,12 +86,17 @@ def cmd_quarantine_list(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_quarantine_release(args: argparse.Namespace, settings: Settings) -> None:
     from recsys.data.ingest import release
 
-    result = release(settings, args.partition)
+    result = release(settings, args.partition, args.exclude_bad_rows, args.accept_drift)
     if result["released"]:
         lines = [
             f"released {args.partition}: {result['validation']['summary']}",
             f"features rebuilt: {', '.join(result['features_rebuilt']) or 'none (no rows)'}",
         ]
+        if result["rejected_rows"]:
+            lines.append(
+                f"{result['rejected_rows']} rows rejected, with their reasons: "
+                f"{result['validation']['rejects']}"
+            )
     else:
         lines = [
             f"{args.partition} still fails validation: {result['validation']['summary']}",
@@ -132,7 +137,7 @@ def add_commands(sub: Any) -> None:
         metavar="PATH_OR_URL",
         help="a .csv, .parquet or .jsonl file (.csv.gz, .jsonl.gz) in the event schema: a local "
         "path or an fsspec URL (file://, memory://, s3://, ...). Bad rows are rejected, the rest "
-        "load (limits: recsys.data.event_checks.ImportLimits): user_id, item_id and event_time are "
+        "load (limits: recsys.data.contract.ImportLimits): user_id, item_id and event_time are "
         "required; ids are text or integers of at most 128 characters without whitespace; "
         "event_time and ingested_at ISO-8601 or Unix seconds from 1995-01-01 to now + 1 day; "
         f"event_type one of {', '.join(S.EVENT_TYPES)}; value a finite number; no NUL or invalid "
@@ -169,3 +174,14 @@ def add_commands(sub: Any) -> None:
         quarantine,
     )
     p.add_argument("partition", help="partition id, as `recsys quarantine list` prints it")
+    p.add_argument(
+        "--exclude-bad-rows",
+        action="store_true",
+        help="publish the rows that pass, however many fail a row check; the others are kept "
+        "with their reasons in the partition's reject table",
+    )
+    p.add_argument(
+        "--accept-drift",
+        metavar="REASON",
+        help="publish a partition that drift alone stopped (the reason is recorded with it)",
+    )

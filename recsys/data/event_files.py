@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from recsys import schema as S
-from recsys.data.event_checks import LIMITS, BadValue, ImportLimits, check_record
+from recsys.data.contract import LIMITS, BadValue, ImportLimits, check_record
 from recsys.data.events import (
     REQUEST_ID,
     EventStore,

@@ -97,7 +97,7 @@ def audit_frame(interactions: pd.DataFrame, min_events: int) -> pd.DataFrame:
 def check_snapshot(interactions: pd.DataFrame, n_items: int) -> dict[str, Any]:
     """Run the ``features`` suite; raise if the snapshot must not be trained on."""
     from recsys.config import EvalConfig
-    from recsys.data.validate import load_suite, validate_frame
+    from recsys.data.suites import load_suite, validate_frame
 
     params = {"n_items": n_items}
     audit = audit_frame(interactions, EvalConfig().min_events)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from recsys.config import Settings
+from recsys.config import GatePolicy, Settings
 from recsys.data import collect, features, validate
 from recsys.data.lake import Interval, Lake, read_json
 
@@ -24,9 +24,15 @@ def collect_step(settings: Settings, interval: Interval) -> dict[str, Any]:
     return collect.run(settings, interval)
 
 
-def validate_step(settings: Settings, interval: Interval) -> dict[str, Any]:
-    """Gate the staged partition; a failing one is quarantined and stops the chain."""
-    result = validate.run(settings, interval)
+def validate_step(
+    settings: Settings,
+    interval: Interval,
+    gate: GatePolicy | None = None,
+    accept_drift: str | None = None,
+) -> dict[str, Any]:
+    """Gate the staged partition (its bad rows rejected); a failing one is quarantined and stops
+    the chain."""
+    result = validate.run(settings, interval, gate=gate, accept_drift=accept_drift)
     if not result["success"]:
         result[STOPPED] = (
             f"partition {result['interval']} QUARANTINED ({result['summary']}); rows kept at "
@@ -51,11 +57,16 @@ def features_step(settings: Settings, interval: Interval, validated: dict[str, A
     return result
 
 
-def run(settings: Settings, interval: Interval) -> dict[str, Any]:
+def run(
+    settings: Settings,
+    interval: Interval,
+    gate: GatePolicy | None = None,
+    accept_drift: str | None = None,
+) -> dict[str, Any]:
     """The whole chain for one interval: ``{"collected", "validation", "features"?}``; it stops
     after validation when the partition was quarantined (``"stopped"`` says why)."""
     result: dict[str, Any] = {"collected": collect_step(settings, interval)}
-    result["validation"] = validate_step(settings, interval)
+    result["validation"] = validate_step(settings, interval, gate, accept_drift)
     if STOPPED in result["validation"]:
         result[STOPPED] = result["validation"][STOPPED]
         return result
@@ -64,9 +75,19 @@ def run(settings: Settings, interval: Interval) -> dict[str, Any]:
     return result
 
 
-def release(settings: Settings, interval_id: str) -> dict[str, Any]:
+def release(
+    settings: Settings,
+    interval_id: str,
+    exclude_bad_rows: bool = False,
+    accept_drift: str | None = None,
+) -> dict[str, Any]:
     """Re-collect and re-validate a quarantined interval; publish it if it now passes, and
-    rebuild the snapshots that should include it (its own and the newest)."""
+    rebuild the snapshots that should include it (its own and the newest).
+
+    The repairs an operator makes with it, without touching the store or the lake:
+    ``exclude_bad_rows`` rejects every row that fails a row check, however many (they are kept
+    with their reasons in the partition's reject table); ``accept_drift`` (the reason, recorded)
+    publishes a partition that drift alone quarantined."""
     lake = Lake(settings.lake_root)
     try:
         interval = Interval.from_id(interval_id)
@@ -78,12 +99,14 @@ def release(settings: Settings, interval_id: str) -> dict[str, Any]:
         raise ValueError(
             f"{interval_id} is not quarantined; `recsys quarantine list` shows what is"
         )
-    chain = run(settings, interval)
+    gate = GatePolicy(max_bad_row_share=1.0) if exclude_bad_rows else None
+    chain = run(settings, interval, gate, accept_drift)
     checked = chain["validation"]
     result: dict[str, Any] = {
         "interval": interval_id,
         "released": checked["success"],
         "validation": checked,
+        "rejected_rows": checked.get("rejected_rows", 0),
     }
     if not checked["success"]:
         log.error("%s still fails validation: %s", interval_id, checked["summary"])

@@ -1,17 +1,17 @@
-"""The validation gate: a Great Expectations suite decides whether a partition may be trained on.
+"""The validation gate: a Great Expectations suite decides what of a partition may be trained on.
 
-A passing partition moves from ``staging/`` to ``raw/``. A failing one moves to ``quarantine/``
-with its validation report beside it; its rows are kept (never deleted) and downstream work stops.
+Rows that fail a row-level expectation (``"meta": {"level": "row"}`` in the suite) go to the
+partition's reject table (``rejects.parquet``, each with its reasons) and the rest moves from
+``staging/`` to ``raw/``. A partition that fails as a whole (its schema, drift, or more bad rows
+than ``GatePolicy.max_bad_row_share``) moves to ``quarantine/`` with its validation report beside
+it; its rows are kept (never deleted) and downstream work stops.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import logging
-import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recsys import schema as S
-from recsys.config import DriftPolicy, LakePath, Settings
+from recsys.config import DriftPolicy, GatePolicy, LakePath, Settings
 from recsys.data import drift
 from recsys.data.lake import (
     EVENTS,
@@ -33,49 +33,19 @@ from recsys.data.lake import (
     remove_tree,
     unpublish,
     write_json,
+    write_parquet,
 )
+from recsys.data.suites import Report, load_suite, suite_params, validate_frame
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
-ENV_EXPECTATIONS = "RECSYS_EXPECTATIONS_DIR"
 EVENT_TS = "event_ts"  # event_time parsed to a UTC timestamp (NaT when unparseable)
-DOCS_SITE = "recsys"
 DATA_DOCS = "data_docs"  # folder of a partition's rendered Great Expectations report
-
-
-def expectations_dir() -> Path:
-    default = Path(__file__).resolve().parents[2] / "expectations"
-    return Path(os.environ.get(ENV_EXPECTATIONS, default))
-
-
-def load_suite(name: str) -> dict[str, Any]:
-    """The suite ``expectations/<name>.json`` as a dict (reviewed like code, loaded as data)."""
-    path = expectations_dir() / f"{name}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"expectation suite {name!r} not found at {path}")
-    return json.loads(path.read_text())
-
-
-@dataclass(frozen=True)
-class Report:
-    success: bool
-    failures: list[dict[str, Any]]  # one entry per failed expectation: type, column, counts, sample
-    statistics: dict[str, Any]
-    raw: dict[str, Any]  # the full GX validation result
-    docs: str | None = None  # the Data Docs page of this validation, when rendered
-
-    def summary(self) -> str:
-        if self.success:
-            return f"all {self.statistics.get('evaluated_expectations')} expectations passed"
-        parts = []
-        for f in self.failures:
-            count = f.get("unexpected_count")
-            what = f"{count} bad rows" if count is not None else f"observed {f.get('observed')}"
-            parts.append(f"{f['expectation']}({f.get('column') or ''}): {what}")
-        return "failed " + "; ".join(parts)
+REJECTS = "rejects.parquet"  # rows the gate rejected, with a ``reason`` column
+REASON = "reason"
 
 
 def parse_event_times(frame: pd.DataFrame) -> pd.DataFrame:
@@ -85,70 +55,6 @@ def parse_event_times(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     out[EVENT_TS] = pd.to_datetime(out[S.EVENT_TIME], utc=True, errors="coerce", format="ISO8601")
     return out
-
-
-def validate_frame(
-    frame: pd.DataFrame,
-    suite: dict[str, Any],
-    params: dict[str, Any],
-    docs_dir: Path | None = None,
-) -> Report:
-    """Run a GX suite on an in-memory frame. ``params`` fill the suite's ``$PARAMETER`` values.
-
-    With ``docs_dir``, GX also renders its Data Docs there (the page is ``Report.docs``).
-    """
-    import great_expectations as gx
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = {"globally": False}
-    actions = []
-    if docs_dir is not None:
-        shutil.rmtree(docs_dir, ignore_errors=True)  # one page: this validation
-        context.add_data_docs_site(
-            site_name=DOCS_SITE,
-            site_config={
-                "class_name": "SiteBuilder",
-                "store_backend": {
-                    "class_name": "TupleFilesystemStoreBackend",
-                    "base_directory": str(docs_dir),
-                },
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            },
-        )
-        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE]))
-    asset = context.data_sources.add_pandas("lake").add_dataframe_asset("partition")
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(
-            name=suite["name"],
-            data=asset.add_batch_definition_whole_dataframe("whole"),
-            suite=context.suites.add(gx.ExpectationSuite(**suite)),
-        )
-    )
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(
-            name="gate",
-            validation_definitions=[definition],
-            actions=actions,
-            result_format="SUMMARY",
-        )
-    )
-    outcome = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=params)
-    (result,) = outcome.run_results.values()
-    raw = result.to_json_dict()
-    failures = [
-        {
-            "expectation": r["expectation_config"]["type"],
-            "column": r["expectation_config"]["kwargs"].get("column"),
-            "unexpected_count": r["result"].get("unexpected_count"),
-            "sample": r["result"].get("partial_unexpected_list", [])[:5],
-            "observed": r["result"].get("observed_value"),
-        }
-        for r in raw["results"]
-        if not r["success"]
-    ]
-    pages = sorted((docs_dir / "validations").rglob("*.html")) if docs_dir else []
-    docs = str(pages[-1]) if pages else None
-    return Report(bool(raw["success"]), failures, raw.get("statistics", {}), raw, docs)
 
 
 def _result(interval: Interval, zone: str, manifest: dict[str, Any], lake: Lake) -> dict[str, Any]:
@@ -164,6 +70,8 @@ def _result(interval: Interval, zone: str, manifest: dict[str, Any], lake: Lake)
         "summary": validation["summary"],
         "statistics": validation["statistics"],
         "data_docs": validation.get("data_docs"),
+        "rejected_rows": validation.get("rejected_rows", 0),
+        "rejects": manifest.get("rejects"),
     }
 
 
@@ -212,15 +120,69 @@ def check_drift(
     return drift.check(frame, history, users, items, policy)
 
 
+@dataclass
+class Outcome:
+    """The gate's decision on one partition: what is published where, and why."""
+
+    success: bool  # published to raw/ (else quarantined whole)
+    published: pd.DataFrame  # the rows of the published or quarantined partition
+    rejects: pd.DataFrame | None  # rows rejected one by one, with their ``reason``
+    findings: list[drift.Finding]
+    summary: str
+
+
+def judge(
+    lake: Lake,
+    interval: Interval,
+    frame: pd.DataFrame,
+    report: Report,
+    policy: DriftPolicy,
+    gate: GatePolicy,
+    accept_drift: str | None = None,
+) -> Outcome:
+    """Rows failing row-level expectations are rejected; the partition is quarantined whole for a
+    partition-level failure, more bad rows than ``gate`` allows, or drift that quarantines (unless
+    an operator accepted it, ``accept_drift`` giving the reason)."""
+    bad, n = report.bad_rows, len(frame)
+    share = len(bad) / max(n, 1)
+    too_many = share > gate.max_bad_row_share
+    whole = bool(report.partition_failures) or too_many
+    clean = frame.drop(index=list(bad)) if bad else frame
+    findings = [] if whole else check_drift(lake, interval, clean, policy)
+    drift_stops = any(f.quarantines for f in findings) and not accept_drift
+    success = not whole and not drift_stops
+    summary = report.summary()
+    if too_many:
+        summary += (
+            f"; {len(bad)} of {n} rows bad ({share:.2%}), over the {gate.max_bad_row_share:.2%} "
+            "a partition may reject"
+        )
+    elif bad and success:
+        summary = f"{len(bad)} of {n} rows rejected, the rest published: {summary}"
+    breaches = [f for f in findings if f.breached]
+    if breaches:
+        summary += "; drift: " + "; ".join(f.describe() for f in breaches)
+    if accept_drift and any(f.quarantines for f in findings):
+        summary += f"; drift accepted by operator: {accept_drift}"
+    rejects = None
+    if success and bad:
+        rejects = frame.loc[list(bad)].copy()
+        rejects[REASON] = ["; ".join(bad[i]) for i in rejects.index]
+    return Outcome(success, clean if success else frame, rejects, findings, summary)
+
+
 def run(
-    settings: Settings, interval: Interval, policy: DriftPolicy | None = None
+    settings: Settings,
+    interval: Interval,
+    policy: DriftPolicy | None = None,
+    gate: GatePolicy | None = None,
+    accept_drift: str | None = None,
 ) -> dict[str, Any]:
-    """Validate the staged partition of ``interval`` and move it to ``raw/`` or ``quarantine/``.
+    """Validate the staged partition of ``interval``: publish its good rows to ``raw/`` (its bad
+    ones to the reject table beside them), or move it whole to ``quarantine/`` (see ``judge``).
 
     Idempotent: a retry after the partition was already moved returns the recorded outcome.
     """
-    import pandas as pd
-
     lake = Lake(settings.lake_root)
     staged = lake.manifest("staging", interval)
     if staged is None:
@@ -232,57 +194,64 @@ def run(
             f"no collected partition for {interval.id} under {lake.root}; collect first"
         )
     frame = parse_event_times(lake.read_events("staging", interval))
-    params = {
-        "interval_start": pd.Timestamp(interval.start, tz="UTC"),
-        "interval_end": pd.Timestamp(interval.end, tz="UTC"),
-    }
     staging_docs = lake.partition("staging", interval) / DATA_DOCS
     with _render_folder(staging_docs) as render_docs:
-        report = validate_frame(frame, load_suite("raw_events"), params, docs_dir=render_docs)
-        findings = (
-            check_drift(lake, interval, frame, policy or DriftPolicy()) if report.success else []
+        report = validate_frame(
+            frame, load_suite("raw_events"), suite_params(interval), render_docs, find_rows=True
         )
-        success = report.success and not any(f.quarantines for f in findings)
-        target = lake.partition("raw" if success else "quarantine", interval)
+        outcome = judge(
+            lake, interval, frame, report, policy or DriftPolicy(), gate or GatePolicy(),
+            accept_drift,
+        )  # fmt: skip
+        target = lake.partition("raw" if outcome.success else "quarantine", interval)
         docs = _place_docs(report.docs, render_docs, target / DATA_DOCS)
-    breaches = [f for f in findings if f.breached]
-    for finding in breaches:
-        log.warning("partition %s drift: %s", interval.id, finding.describe())
-    summary = report.summary()
-    if breaches:
-        summary += "; drift: " + "; ".join(f.describe() for f in breaches)
-    zone = "raw" if success else "quarantine"
+    for finding in outcome.findings:
+        if finding.breached:
+            log.warning("partition %s drift: %s", interval.id, finding.describe())
+    zone = "raw" if outcome.success else "quarantine"
+    rejected = 0 if outcome.rejects is None else len(outcome.rejects)
     validation = {
-        "success": success,
-        "summary": summary,
+        "success": outcome.success,
+        "summary": outcome.summary,
         "statistics": report.statistics,
         "failures": report.failures,
-        "drift": [f.as_dict() for f in findings],
+        "drift": [f.as_dict() for f in outcome.findings],
         "suite": "raw_events",
         "data_docs": docs,
+        "rejected_rows": rejected,
+        "accepted_drift": accept_drift,
     }
     write_json(
         {"interval": interval.as_dict(), **validation, "result": report.raw}, target / REPORT
     )
+    if outcome.rejects is not None:
+        write_parquet(outcome.rejects, target / REJECTS)
+    else:
+        (target / REJECTS).unlink(missing_ok=True)
     manifest = publish(
-        frame,
+        outcome.published,
         target,
         {
             "interval": interval.as_dict(),
             "duplicates_dropped": staged.get("duplicates_dropped", 0),
             "validation": validation,
-            "stats": drift.stats(frame),
+            "rejects": str(target / REJECTS) if rejected else None,
+            "stats": drift.stats(outcome.published),
         },
     )
-    if success:
+    if outcome.success:
         released = archive_quarantined(lake, interval)
         if released:
             log.info("an earlier quarantined copy of %s was kept at %s", interval.id, released)
-        log.info("partition %s passed: %s (Data Docs: %s)", interval.id, summary, docs)
+        log.info("partition %s passed: %s (Data Docs: %s)", interval.id, outcome.summary, docs)
+        if rejected:
+            log.warning("partition %s: %d rows rejected, kept with their reasons at %s",
+                        interval.id, rejected, target / REJECTS)  # fmt: skip
     else:
         unpublish(lake.partition("raw", interval))  # a re-run found bad rows: not trainable now
         log.error(
-            "partition %s QUARANTINED at %s: %s (Data Docs: %s)", interval.id, target, summary, docs
-        )
+            "partition %s QUARANTINED at %s: %s (Data Docs: %s)",
+            interval.id, target, outcome.summary, docs,
+        )  # fmt: skip
     unpublish(lake.partition("staging", interval))
     return _result(interval, zone, manifest, lake)

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, Self
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,12 +21,17 @@ from pydantic import (
 
 from recsys import schema as S
 from recsys.config import ServingConfig
+from recsys.data import contract
 
-MAX_FUTURE = dt.timedelta(hours=1)  # an event time further ahead is a client bug: 422
 IN_PATH = {"user_id"}  # parameters of GET /recommendations/{user_id} taken from the path
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-RequestId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+# The event contract's ids (``recsys.data.contract``): what the API accepts passes the gate.
+Id = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=contract.ID_MAX_CHARS),
+    AfterValidator(contract.check_id),
+]
+RequestId = Annotated[str, StringConstraints(pattern=contract.REQUEST_ID_PATTERN)]
 
 
 class EventIn(BaseModel):
@@ -43,11 +49,11 @@ class EventIn(BaseModel):
     def _check(self) -> Self:
         if self.event_type == "rating" and self.value is None:
             raise ValueError("a rating needs a value")
-        if self.event_time is not None:
+        if self.event_time is not None:  # it is ingested now
             when = self.event_time
-            when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-            if when > dt.datetime.now(dt.UTC) + MAX_FUTURE:
-                raise ValueError(f"event_time is more than {MAX_FUTURE} in the future")
+            when = when.astimezone(dt.UTC).replace(tzinfo=None) if when.tzinfo else when
+            now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+            contract.check_event_time(when, now)
         return self
 
 

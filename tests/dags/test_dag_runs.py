@@ -107,6 +107,8 @@ def test_bad_partition_is_quarantined_and_stops_downstream(airflow_db, settings,
             "ingested_at": "2024-01-01T11:00:00",
         },
     ]
+    # More bad rows than the gate rejects one by one (GatePolicy: 1% of a partition).
+    bad += [{**bad[0], "event_id": f"no-user-{k}"} for k in range(len(good) // 20)]
     store.append(events.prepare_rows(good + bad))
     before = store.count()
 

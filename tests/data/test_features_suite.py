@@ -11,7 +11,8 @@ from recsys.data.features import (
     check_snapshot,
     extend_item_index,
 )
-from recsys.data.validate import EVENT_TS, load_suite, validate_frame
+from recsys.data.suites import load_suite, validate_frame
+from recsys.data.validate import EVENT_TS
 
 
 def _interactions():

@@ -6,17 +6,14 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from recsys.data import collect, events, validate
+from recsys.data import collect, events, suites, validate
 from recsys.data.lake import EVENTS, REPORT, Interval, Lake
 
 DAY = Interval.parse("2024-01-01", "2024-01-02")
 
 
 def _params(interval=DAY):
-    return {
-        "interval_start": pd.Timestamp(interval.start, tz="UTC"),
-        "interval_end": pd.Timestamp(interval.end, tz="UTC"),
-    }
+    return suites.suite_params(interval)
 
 
 def _partition(records):
@@ -31,7 +28,7 @@ GOOD = [
 
 
 def test_good_partition_passes():
-    report = validate.validate_frame(_partition(GOOD), validate.load_suite("raw_events"), _params())
+    report = suites.validate_frame(_partition(GOOD), suites.load_suite("raw_events"), _params())
     assert report.success, report.failures
     assert report.statistics["evaluated_expectations"] >= 10
 
@@ -64,7 +61,7 @@ def test_good_partition_passes():
 )
 def test_bad_rows_fail_the_suite(bad, expectation, column):
     rows = GOOD + [{**GOOD[0], "event_id": "bad-1", **bad}]
-    report = validate.validate_frame(_partition(rows), validate.load_suite("raw_events"), _params())
+    report = suites.validate_frame(_partition(rows), suites.load_suite("raw_events"), _params())
     assert not report.success
     assert any(f["expectation"] == expectation and f["column"] == column for f in report.failures)
 
@@ -77,7 +74,7 @@ def test_wrong_types_fail_the_suite(column, value):
     frame = _partition(GOOD)
     frame[column] = frame[column].astype(object)
     frame.loc[2, column] = value
-    report = validate.validate_frame(frame, validate.load_suite("raw_events"), _params())
+    report = suites.validate_frame(frame, suites.load_suite("raw_events"), _params())
     assert ("expect_column_values_to_be_of_type", column) in {
         (f["expectation"], f["column"]) for f in report.failures
     }
@@ -85,7 +82,7 @@ def test_wrong_types_fail_the_suite(column, value):
 
 def test_an_unexpected_column_fails_the_schema_check():
     frame = _partition(GOOD).assign(password="hunter2")
-    report = validate.validate_frame(frame, validate.load_suite("raw_events"), _params())
+    report = suites.validate_frame(frame, suites.load_suite("raw_events"), _params())
     assert "expect_table_columns_to_match_set" in {f["expectation"] for f in report.failures}
     assert "expect_table_columns_to_match_set(): observed" in report.summary()  # not "None rows"
 
@@ -93,7 +90,7 @@ def test_an_unexpected_column_fails_the_schema_check():
 def test_duplicate_event_ids_fail_the_suite():
     frame = _partition(GOOD)
     frame = pd.concat([frame, frame.iloc[:1]], ignore_index=True)
-    report = validate.validate_frame(frame, validate.load_suite("raw_events"), _params())
+    report = suites.validate_frame(frame, suites.load_suite("raw_events"), _params())
     assert any(f["expectation"] == "expect_column_values_to_be_unique" for f in report.failures)
 
 

@@ -650,9 +650,9 @@ def test_dockerfile_copies_existing_paths_and_points_at_them() -> None:
     env = dockerfile_env()
     assert env["AIRFLOW_HOME"].startswith("/")
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == destinations["dags"]
-    validate_src = (ROOT / "recsys" / "data" / "validate.py").read_text()
-    (expectations_var,) = re.findall(r'^ENV_EXPECTATIONS = "(\w+)"', validate_src, re.M)
-    assert env[expectations_var] == destinations["expectations"]
+    from recsys.data.suites import ENV_EXPECTATIONS
+
+    assert env[ENV_EXPECTATIONS] == destinations["expectations"]
     assert env[config.ENV_HOME].startswith("/")
 
 

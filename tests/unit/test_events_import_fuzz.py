@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from recsys import cli
 from recsys import schema as S
-from recsys.data import event_checks, event_files, events
+from recsys.data import contract, event_files, events
 
 NOW = dt.datetime(2026, 6, 1, 12)
 EARLIEST, LATEST = dt.datetime(1995, 1, 1), NOW + dt.timedelta(days=1)
@@ -63,7 +63,7 @@ def good_records(draw):
     rec = {S.USER_ID: draw(GOOD_ID), S.ITEM_ID: draw(GOOD_ID), S.EVENT_TIME: draw(GOOD_TIME)}
     if draw(st.booleans()):
         rec[S.EVENT_TYPE] = draw(st.sampled_from(S.EVENT_TYPES))
-    if draw(st.booleans()):
+    if draw(st.booleans()) or rec.get(S.EVENT_TYPE) == "rating":  # a rating needs its value
         rec[S.VALUE] = draw(GOOD_VALUE)
     if draw(st.booleans()):
         rec[S.EVENT_ID] = draw(ID_TEXT)
@@ -88,6 +88,16 @@ TEXT_MUTATIONS = {
     "unknown type": lambda r, _: {**r, S.EVENT_TYPE: "share"},
     "text value": lambda r, _: {**r, S.VALUE: "four"},
     "infinite value": lambda r, _: {**r, S.VALUE: "inf"},
+    "rating without value": lambda r, _: {
+        **{k: v for k, v in r.items() if k != S.VALUE},
+        S.EVENT_TYPE: "rating",
+    },
+    "control character in id": lambda r, _: {**r, S.ITEM_ID: f"{r[S.ITEM_ID]}\x7f"},
+    "event after its ingestion": lambda r, _: {
+        **r,
+        S.EVENT_TIME: "2020-01-01T00:06:00",
+        S.INGESTED_AT: "2020-01-01T00:00:00",
+    },
 }
 # Only JSON keeps these types as they are.
 TYPE_MUTATIONS = {
@@ -414,7 +424,7 @@ def test_overflowing_times_no_longer_crash_prepare_rows():
 
 
 def test_the_cli_help_states_the_limits(capsys):
-    limits = event_checks.LIMITS
+    limits = contract.LIMITS
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["events", "import", "--help"])
     text = " ".join(capsys.readouterr().out.split())

@@ -1,7 +1,17 @@
-"""What an event may hold, checked field by field: ``check_record`` against ``ImportLimits``.
+"""The event contract: what an event may hold, defined once.
 
-A row that fails is rejected with its reason, before it reaches the store, so that everything the
-store holds can pass the validation gate.
+The API's request model, the file importer (``check_record``) and the raw-events Great
+Expectations suite (its ``{"$CONTRACT": name}`` values, filled by ``suite_values``) all apply these
+rules, so an event that any edge accepts passes the validation gate after collection.
+
+* ``event_id``, ``user_id``, ``item_id``: text (or an integer), 1 to ``ID_MAX_CHARS`` characters,
+  no whitespace and no control characters (``ID_PATTERN``), valid UTF-8.
+* ``event_type``: one of ``schema.EVENT_TYPES``.
+* ``event_time``: ISO-8601 or Unix seconds, from ``EARLIEST``, and at most ``CLOCK_SKEW`` after the
+  event's ``ingested_at``: a client clock a little fast is accepted, an event from the future is
+  not. The gate allows the same skew past its interval's end.
+* ``value``: a finite number; a ``rating`` needs one.
+* ``request_id``: ``REQUEST_ID_PATTERN`` (the ids the API hands out).
 """
 
 from __future__ import annotations
@@ -16,31 +26,43 @@ from typing import Any
 from recsys import schema as S
 from recsys.data.events import REQUEST_ID, _parse_time
 
+ID_MAX_CHARS = 128  # the store's column width
+ID_PATTERN = r"^[^\s\x00-\x1f\x7f-\x9f]+$"  # no whitespace, no control characters
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+EARLIEST = dt.datetime(1995, 1, 1)  # naive UTC; the oldest MovieLens ratings
+CLOCK_SKEW = dt.timedelta(minutes=5)  # how far a client's clock may run ahead of ours
+_ID = re.compile(ID_PATTERN)
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def suite_values() -> dict[str, Any]:
+    """The contract's values by the names a suite asks for with ``{"$CONTRACT": name}``."""
+    return {
+        "id_pattern": ID_PATTERN,
+        "id_max_chars": ID_MAX_CHARS,
+        "event_types": list(S.EVENT_TYPES),
+    }
+
 
 @dataclass(frozen=True)
 class ImportLimits:
-    """What ``import_file`` accepts; a row outside these goes to the reject file with its reason.
+    """What ``import_file`` accepts beyond the contract; a row outside these goes to the reject
+    file with its reason.
 
-    ``event_id``, ``user_id`` and ``item_id``: text (or an integer), no whitespace, at most
-    ``max_id_chars`` (the store's column width and the validation gate's limit). ``event_type``:
-    one of ``schema.EVENT_TYPES``. ``event_time`` (required) and ``ingested_at``: ISO-8601 or Unix
-    seconds within ``[earliest, now + future]``. ``value``: a finite number. ``request_id``: at most
-    ``max_request_id_chars``. No text may hold a NUL or invalid UTF-8. A CSV record or JSON line
-    longer than ``max_record_chars`` is rejected unparsed. Reject files cut raw text longer than
+    ``ingested_at`` within ``[earliest, now + future]``. A CSV record or JSON line longer than
+    ``max_record_chars`` is rejected unparsed. Reject files cut raw text longer than
     ``max_reject_chars``.
     """
 
-    max_id_chars: int = 128
-    max_request_id_chars: int = 64
-    earliest: dt.datetime = dt.datetime(1995, 1, 1)  # naive UTC; the oldest MovieLens ratings
+    max_id_chars: int = ID_MAX_CHARS
+    earliest: dt.datetime = EARLIEST
     future: dt.timedelta = dt.timedelta(days=1)  # clock skew between a source and us
     max_record_chars: int = 1 << 20
     max_reject_chars: int = 10_000
 
 
 LIMITS = ImportLimits()
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_WHITESPACE = re.compile(r"\s")
 
 
 class BadValue(ValueError):
@@ -71,13 +93,40 @@ def _checked_text(value: Any) -> str | None:
     return text
 
 
-def _checked_id(value: Any, max_chars: int, spaces: bool = False) -> str | None:
-    text = _checked_text(value)
-    if text is not None and len(text) > max_chars:
+def check_id(text: str, max_chars: int = ID_MAX_CHARS) -> str:
+    """``text`` if it is a valid id, else BadValue with the reason."""
+    if len(text) > max_chars:
         raise BadValue(f"longer than {max_chars} characters ({len(text)})")
-    if text is not None and not spaces and _WHITESPACE.search(text):
-        raise BadValue("contains whitespace")
+    if not _ID.match(text):
+        raise BadValue("contains whitespace or a control character")
     return text
+
+
+def check_request_id(text: str) -> str:
+    if not _REQUEST_ID.match(text):
+        raise BadValue(f"not a request id (expected {REQUEST_ID_PATTERN})")
+    return text
+
+
+def check_event_time(event_time: dt.datetime, ingested_at: dt.datetime) -> None:
+    """BadValue unless ``EARLIEST <= event_time <= ingested_at + CLOCK_SKEW`` (naive UTC)."""
+    if event_time < EARLIEST:
+        raise BadValue(f"{event_time.isoformat()} is before {EARLIEST.isoformat()}")
+    if event_time > ingested_at + CLOCK_SKEW:
+        raise BadValue(
+            f"{event_time.isoformat()} is more than {CLOCK_SKEW} after it was ingested "
+            f"({ingested_at.isoformat(timespec='seconds')})"
+        )
+
+
+def _checked_id(value: Any, max_chars: int) -> str | None:
+    text = _checked_text(value)
+    return None if text is None else check_id(text, max_chars)
+
+
+def _checked_request_id(value: Any) -> str | None:
+    text = _checked_text(value)
+    return None if text is None else check_request_id(text)
 
 
 def _checked_time(value: Any, limits: ImportLimits, now: dt.datetime) -> dt.datetime | None:
@@ -120,7 +169,8 @@ def check_record(
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """One record from a file -> ``(clean record for prepare_rows, [])`` or ``(None, problems)``.
 
-    The rules are ``ImportLimits``'s; ``now`` is naive UTC. Unknown columns are ignored.
+    The contract's rules and ``ImportLimits``'s; ``now`` is naive UTC. Unknown columns are
+    ignored. A record without ``ingested_at`` is a replay: it is ingested at its event time.
     """
     checks = {
         S.EVENT_ID: lambda v: _checked_id(v, limits.max_id_chars),
@@ -130,7 +180,7 @@ def check_record(
         S.EVENT_TIME: lambda v: _checked_time(v, limits, now),
         S.INGESTED_AT: lambda v: _checked_time(v, limits, now),
         S.VALUE: _checked_value,
-        REQUEST_ID: lambda v: _checked_id(v, limits.max_request_id_chars, spaces=True),
+        REQUEST_ID: _checked_request_id,
     }
     clean, problems = {}, []
     for column, check in checks.items():
@@ -145,4 +195,12 @@ def check_record(
     event_type = clean.get(S.EVENT_TYPE) or default_event_type
     if S.EVENT_TYPE in clean and event_type not in S.EVENT_TYPES:
         problems.append(f"event_type: {event_type!r:.40} is not one of {', '.join(S.EVENT_TYPES)}")
+    if event_type == "rating" and S.VALUE in clean and clean[S.VALUE] is None:
+        problems.append("value: a rating needs a value")
+    event_time, ingested = clean.get(S.EVENT_TIME), clean.get(S.INGESTED_AT)
+    if event_time is not None and ingested is not None:
+        try:
+            check_event_time(event_time, ingested)
+        except BadValue as err:
+            problems.append(f"event_time: {err}")
     return (None, problems) if problems else (clean, [])
