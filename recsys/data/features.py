@@ -19,12 +19,14 @@ from recsys.data.lake import (
     CorruptPartitionError,
     Interval,
     Lake,
+    Published,
     file_sha256,
     read_json,
     read_parquet,
     write_json,
     write_parquet,
 )
+from recsys.data.locks import partition_lock
 from recsys.data.validate import EVENT_TS
 
 if TYPE_CHECKING:
@@ -137,8 +139,8 @@ def run(settings: Settings, interval: Interval) -> dict[str, Any]:
     import pandas as pd
 
     lake = Lake(settings.lake_root)
-    parts = [iv for iv in lake.partitions("raw") if iv.end <= interval.end]
-    frames = read_checked(lake, parts, f"features {interval.id}")
+    parts = read_checked(lake, interval.end, f"features {interval.id}")
+    frames = [part.frame for part in parts]
     events = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if events.empty:
         raise ValueError(
@@ -152,12 +154,10 @@ def run(settings: Settings, interval: Interval) -> dict[str, Any]:
     n_items = int(interactions[S.ITEM_IDX].max())
     validation = check_snapshot(interactions, n_items)  # before anything is published
     snap = lake.snapshot(interval)
-    write_parquet(interactions, snap / INTERACTIONS)
     manifest = {
         "interval": interval.as_dict(),
         "path": str(snap),
-        "version": file_sha256(snap / INTERACTIONS),  # content hash: same data, same version
-        "partitions": [_lineage(lake, iv) for iv in parts],
+        "partitions": [_lineage(lake, part) for part in parts],
         "n_events": len(interactions),
         "n_users": int(interactions[S.USER_ID].nunique()),
         "n_items": n_items,
@@ -165,8 +165,11 @@ def run(settings: Settings, interval: Interval) -> dict[str, Any]:
         "last_ingested_at": str(interactions[S.INGESTED_AT].max()),
         "validation": validation,
     }
-    previous = read_json(snap / MANIFEST)
-    write_json(manifest, snap / MANIFEST)
+    with partition_lock(snap):  # a reader sees the old snapshot whole, or the new one
+        previous = read_json(snap / MANIFEST)
+        write_parquet(interactions, snap / INTERACTIONS)
+        manifest["version"] = file_sha256(snap / INTERACTIONS)  # same data, same version
+        write_json(manifest, snap / MANIFEST)
     with lake.lock("latest"):
         latest = read_json(lake.latest_path)
         if latest is None or latest["interval"]["end"] <= interval.as_dict()["end"]:
@@ -182,8 +185,9 @@ def run(settings: Settings, interval: Interval) -> dict[str, Any]:
     return {**{k: v for k, v in manifest.items() if k != "item_ids"}, "changed": changed}
 
 
-def read_checked(lake: Lake, parts: list[Interval], reader: str) -> list[pd.DataFrame]:
-    """The raw partitions ``parts``, each checked against its manifest's hash.
+def read_checked(lake: Lake, until: dt.datetime, reader: str) -> list[Published]:
+    """The raw partitions that end by ``until``, each read whole under its lock (one being
+    re-published is waited for) and checked against its manifest's hash.
 
     Corrupt ones are moved to the quarantine (with ``corruption.json``) and the build stops with
     ``CorruptPartitionError`` naming them: nothing is built, let alone trained, on damaged bytes.
@@ -191,15 +195,17 @@ def read_checked(lake: Lake, parts: list[Interval], reader: str) -> list[pd.Data
     """
     from recsys.data.quarantine import quarantine_corrupt
 
-    frames, corrupt = [], []
-    for iv in parts:
+    parts, corrupt = [], []
+    for interval in lake.folders("raw", until):
         try:
-            frames.append(lake.read_events("raw", iv))
+            found = lake.read_published("raw", interval)
         except CorruptPartitionError as err:
-            if quarantine_corrupt(lake, err, reader) is None:  # republished meanwhile: reread
-                frames.append(lake.read_events("raw", iv))
-            else:
+            if quarantine_corrupt(lake, err, reader) is not None:
                 corrupt.append(err)
+                continue
+            found = lake.read_published("raw", interval)  # republished meanwhile: read again
+        if found is not None:
+            parts.append(found)
     if corrupt:
         first = corrupt[0]
         others = f" (and {len(corrupt) - 1} more: {', '.join(e.interval.id for e in corrupt[1:])})"
@@ -211,12 +217,12 @@ def read_checked(lake: Lake, parts: list[Interval], reader: str) -> list[pd.Data
         raise CorruptPartitionError(
             first.zone, first.interval, first.path, first.expected, first.actual, note
         )
-    return frames
+    return parts
 
 
-def _lineage(lake: Lake, interval: Interval) -> dict[str, Any]:
+def _lineage(lake: Lake, part: Published) -> dict[str, Any]:
     """What a snapshot records of each raw partition it was built from."""
-    manifest = lake.manifest("raw", interval) or {}
+    interval, manifest = part.interval, part.manifest
     validation = manifest.get("validation", {})
     return {
         "interval": interval.id,
@@ -240,8 +246,16 @@ def load(settings: Settings, interval_id: str | None = None) -> FeatureSet:
                 f"no features under {lake.root}; run `recsys ingest` or the recsys_ingest DAG first"
             )
         interval_id = latest["interval"]["id"]
-    snap = lake.snapshot(Interval.from_id(interval_id))
-    manifest = read_json(snap / MANIFEST)
-    if manifest is None:
-        raise FileNotFoundError(f"no features snapshot {interval_id} at {snap}")
-    return FeatureSet(manifest, manifest["item_ids"], read_parquet(snap / INTERACTIONS))
+    interval = Interval.from_id(interval_id)
+    snap = lake.snapshot(interval)
+    with partition_lock(snap):  # not while it is rewritten
+        manifest = read_json(snap / MANIFEST)
+        if manifest is None:
+            raise FileNotFoundError(f"no features snapshot {interval_id} at {snap}")
+        digest = file_sha256(snap / INTERACTIONS)
+        if digest != manifest["version"]:  # the version is the content hash
+            expected, note = manifest["version"], "; rebuild it: recsys ingest over its interval"
+            path = snap / INTERACTIONS
+            raise CorruptPartitionError("features snapshot", interval, path, expected, digest, note)
+        frame = read_parquet(snap / INTERACTIONS)
+    return FeatureSet(manifest, manifest["item_ids"], frame)

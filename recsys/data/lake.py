@@ -31,22 +31,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import io
 import json
 import os
 import shutil
-import socket
 import tempfile
-import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recsys.config import LakePath, lake_path
+from recsys.data.locks import exclusive_lock, is_local, partition_lock
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -95,10 +92,6 @@ def _to_utc(value: str | dt.datetime) -> dt.datetime:
     return value
 
 
-def is_local(path: LakePath) -> bool:
-    return isinstance(path, Path)
-
-
 @dataclass(frozen=True)
 class Lake:
     root: LakePath
@@ -120,6 +113,44 @@ class Lake:
     def manifest(self, zone: str, interval: Interval) -> dict[str, Any] | None:
         """The partition's manifest, or None if it was never completely written."""
         return read_json(self.partition(zone, interval) / MANIFEST)
+
+    def folders(self, zone: str, until: dt.datetime | None = None) -> list[Interval]:
+        """The intervals of every partition folder in ``zone`` (ending by ``until``), published
+        or not, oldest first: what a reader must look at, under each one's lock."""
+        base = self.root / zone / "events"
+        out = []
+        for path in base.iterdir() if base.exists() else []:
+            try:
+                interval = Interval.from_id(path.name)
+            except ValueError:
+                continue  # a lock file or another stray name
+            if until is None or interval.end <= until:
+                out.append(interval)
+        return sorted(out)
+
+    def published(self, zone: str, until: dt.datetime | None = None) -> Iterator[Published]:
+        """Every published partition of ``zone`` (ending by ``until``), oldest first, each read
+        whole under its lock (see ``read_published``)."""
+        for interval in self.folders(zone, until):
+            found = self.read_published(zone, interval)
+            if found is not None:
+                yield found
+
+    def read_published(self, zone: str, interval: Interval) -> Published | None:
+        """A partition's manifest and rows, read together under its lock: one being re-published
+        is waited for, not skipped. None if it is not published.
+
+        Raises ``IncompletePartitionError`` for a folder left with rows but no manifest (its
+        publisher died mid-way) and ``CorruptPartitionError`` for one whose bytes no longer match.
+        """
+        directory = self.partition(zone, interval)
+        with partition_lock(directory):
+            manifest = read_json(directory / MANIFEST)
+            if manifest is None:
+                if (directory / EVENTS).exists():
+                    raise IncompletePartitionError(zone, interval, directory)
+                return None
+            return Published(interval, manifest, self.read_events(zone, interval))
 
     def read_events(self, zone: str, interval: Interval) -> pd.DataFrame:
         """A published partition's rows, checked against the content hash in its manifest."""
@@ -147,13 +178,34 @@ class Lake:
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """An exclusive file lock: concurrent backfill runs don't interleave read-modify-write."""
-        with _flock(self.root / f".{name}.lock"):
+        with exclusive_lock(self.root / f".{name}.lock"):
             yield
 
 
 EVENTS = "events.parquet"
 REPORT = "validation.json"
 MANIFEST = "manifest.json"  # written last: a partition without one was never completed
+
+
+@dataclass(frozen=True)
+class Published:
+    """A partition as published: its manifest and its rows, read together."""
+
+    interval: Interval
+    manifest: dict[str, Any]
+    frame: pd.DataFrame
+
+
+class IncompletePartitionError(RuntimeError):
+    """A partition folder holds rows but no manifest: its publisher died mid-way."""
+
+    def __init__(self, zone: str, interval: Interval, directory: Path) -> None:
+        self.zone, self.interval = zone, interval
+        super().__init__(
+            f"{zone} partition {interval.id} at {directory} holds rows but no manifest: it was "
+            f"left half-published; re-run the ingest of that interval (recsys ingest --start "
+            f"{interval.start.isoformat()} --end {interval.end.isoformat()})"
+        )
 
 
 class CorruptPartitionError(RuntimeError):
@@ -182,79 +234,6 @@ def file_sha256(path: LakePath) -> str:
     return digest.hexdigest()
 
 
-@contextlib.contextmanager
-def partition_lock(directory: Path) -> Iterator[None]:
-    """Exclusive while a partition is (re)published or quarantined: a reader that saw a rewrite
-    half done must not take it for corruption and move it away (the lock file sits beside it)."""
-    with _flock(directory.parent / f".{directory.name}.lock"):
-        yield
-
-
-@contextlib.contextmanager
-def _flock(path: LakePath) -> Iterator[None]:
-    """Hold an exclusive lock named ``path``: a ``flock`` on a local file (created, with its
-    folder, if missing), or a lock object on a remote filesystem."""
-    if not is_local(path):
-        with object_lock(path):
-            yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-LOCK_STALE_S = 600.0  # a lock object older than this was left by a killed holder: broken
-LOCK_WAIT_S = 900.0
-
-
-class LockTimeout(TimeoutError):
-    pass
-
-
-@contextlib.contextmanager
-def object_lock(
-    path: LakePath, stale_s: float = LOCK_STALE_S, wait_s: float = LOCK_WAIT_S
-) -> Iterator[None]:
-    """An exclusive lock on an object store: the lock object is created with an exclusive write
-    (``If-None-Match: *`` on S3), so of two writers exactly one succeeds; the other polls. It
-    holds who took it and when; one older than ``stale_s`` (its holder was killed) is broken.
-    Holders are short read-modify-writes of small JSON files, far below ``stale_s``."""
-    token = json.dumps(
-        {"owner": f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}", "at": time.time()}
-    ).encode()
-    deadline, delay = time.monotonic() + wait_s, 0.05
-    while True:
-        try:
-            with path.open("xb") as fh:
-                fh.write(token)
-            break
-        except FileExistsError:
-            try:
-                held = json.loads(path.read_bytes())
-                if time.time() - float(held["at"]) > stale_s:
-                    path.unlink(missing_ok=True)  # the next exclusive create decides who wins
-                    continue
-            except (FileNotFoundError, ValueError, KeyError, TypeError):
-                continue  # released (or half written) meanwhile: try again at once
-            if time.monotonic() > deadline:
-                raise LockTimeout(
-                    f"lock {path} held by {held.get('owner')} since {held.get('at')}; "
-                    f"gave up after {wait_s:.0f} s (delete it if its holder is gone)"
-                ) from None
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            if path.read_bytes() == token:  # ours still (not broken as stale and retaken)
-                path.unlink(missing_ok=True)
-
-
 def publish(frame: pd.DataFrame, directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """Write a partition exactly once: data to a temporary file renamed into place, then the
     manifest (row count, content hash, ``meta``) as the completion marker. A crash (or a full
@@ -279,6 +258,19 @@ def _atomic(path: Path) -> tuple[int, str]:
     return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
 
 
+def replace_durably(tmp: str | Path, path: Path) -> None:
+    """Rename a written temporary file onto ``path`` so that a power cut leaves the old file or
+    the new one: its bytes are fsynced before the rename, the folder's entry after it."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
 def write_parquet(frame: pd.DataFrame, path: LakePath) -> LakePath:
     """Write a frame so that readers see either the old file or the whole new one."""
     if not is_local(path):
@@ -290,7 +282,7 @@ def write_parquet(frame: pd.DataFrame, path: LakePath) -> LakePath:
     os.close(fd)
     try:
         frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -316,7 +308,7 @@ def write_json(obj: Any, path: LakePath) -> LakePath:
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(obj, fh, indent=2, sort_keys=True, default=str)
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -21,10 +21,10 @@ from recsys.data.lake import (
     Lake,
     file_sha256,
     move_tree,
-    partition_lock,
     read_json,
     write_json,
 )
+from recsys.data.locks import partition_lock
 
 log = logging.getLogger(__name__)
 

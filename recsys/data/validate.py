@@ -27,7 +27,6 @@ from recsys.data.lake import (
     REPORT,
     Interval,
     Lake,
-    is_local,
     move_tree,
     publish,
     remove_tree,
@@ -35,6 +34,7 @@ from recsys.data.lake import (
     write_json,
     write_parquet,
 )
+from recsys.data.locks import is_local
 from recsys.data.suites import Report, load_suite, suite_params, validate_frame
 
 if TYPE_CHECKING:

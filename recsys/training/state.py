@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from recsys.config import TrainConfig
+from recsys.data.lake import replace_durably
 from recsys.model.sasrec import SASRec
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class TrainingState:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         torch.save(payload, tmp)
-        os.replace(tmp, path)
+        replace_durably(tmp, path)  # a power cut leaves the old state or the new
 
     @classmethod
     def resume(cls, path: Path | None, fingerprint: str, model: SASRec,

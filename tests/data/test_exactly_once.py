@@ -9,7 +9,14 @@ import pytest
 
 from recsys import schema as S
 from recsys.data import collect, events, features, synthetic, validate
-from recsys.data.lake import EVENTS, MANIFEST, CorruptPartitionError, Interval, Lake
+from recsys.data.lake import (
+    EVENTS,
+    MANIFEST,
+    CorruptPartitionError,
+    IncompletePartitionError,
+    Interval,
+    Lake,
+)
 
 START = dt.datetime(2024, 1, 1)
 
@@ -62,9 +69,9 @@ def test_crash_before_the_manifest_leaves_nothing_visible_and_a_rerun_repairs_it
     monkeypatch.setattr(lake_module, "write_json", real)
     lake = Lake(settings.lake_root)
     assert (lake.partition("raw", _day(0)) / EVENTS).exists()  # the data file was written...
-    assert lake.partitions("raw") == []  # ...but without its manifest nobody reads it
-    with pytest.raises(ValueError, match="no validated events"):
-        features.run(settings, _day(0))
+    assert lake.partitions("raw") == []  # ...but without its manifest nobody trains on it:
+    with pytest.raises(IncompletePartitionError, match="half-published"):
+        features.run(settings, _day(0))  # a build stops loudly, rather than skip the day
     assert validate.run(settings, _day(0))["success"]  # the retry (staging is still there)
     assert lake.partitions("raw") == [_day(0)]
     assert len(lake.read_events("raw", _day(0))) == collect.run(settings, _day(0))["rows"]

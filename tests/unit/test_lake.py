@@ -138,7 +138,7 @@ def test_a_stale_lock_object_is_broken_and_a_live_one_times_out(tmp_path):
     import time
 
     from recsys.config import lake_path
-    from recsys.data.lake import LockTimeout, object_lock
+    from recsys.data.locks import LockTimeout, object_lock
 
     path = lake_path(f"memory://{tmp_path.name}/.x.lock")
     path.write_bytes(json.dumps({"owner": "killed", "at": time.time() - 3600}).encode())
