@@ -157,7 +157,7 @@ def release(mode: str) -> Any:
     return promote(register(evaluate(train(mode))))
 
 
-@task
+@task(pool=TRAINING_POOL)  # a rollback must not race a promotion
 def online_guard() -> dict[str, Any]:
     """Roll ``champion`` back if its online CTR dropped clearly below its predecessor's."""
     from recsys.release import online_guard as guard

@@ -6,13 +6,30 @@
 promotion is safe and records nothing twice. An alias that MLflow holds elsewhere than the log says
 (set by hand in the MLflow UI, or before this log existed) is recorded as an ``external`` move when
 first noticed: MLflow is what serving loads, so it is the truth the log catches up with.
+
+Every mover holds the alias's mover lock (``mover_lock``) while it writes the log *and* MLflow, so
+no move falls between another one and its MLflow write. A write that still lands late (MLflow's
+client gave up on a request the server applied afterwards) puts back a version the alias held
+before; found within ``LATE_WRITE_WINDOW`` of the log's last confirmed move, it is undone (MLflow
+restored to the log's head), not recorded as a move. To move an alias by hand, use ``recsys
+rollback`` or ``recsys promote --force``: in the MLflow UI, a move to a version that was live in
+that window is taken for such a late write.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
 import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 from types import EllipsisType
 from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
 
 from recsys.config import CHAMPION
 from recsys.registry.alias_log import (
@@ -30,6 +47,39 @@ if TYPE_CHECKING:
     from recsys.registry.client import Registry
 
 logger = logging.getLogger(__name__)
+
+LATE_WRITE_WINDOW = dt.timedelta(minutes=15)  # beyond MLflow's client timeouts and retries
+_IN_PROCESS: dict[tuple[str, str], threading.Lock] = {}  # movers of in-memory logs
+
+
+@contextlib.contextmanager
+def mover_lock(log: AliasLog, alias: str) -> Iterator[None]:
+    """Exclusive to one mover of ``alias`` across processes: a PostgreSQL advisory lock, or a
+    file lock beside a SQLite file (not a database lock: events keep flowing meanwhile)."""
+    engine = log.engine
+    if engine.dialect.name == "postgresql":
+        digest = hashlib.blake2b(f"recsys.alias:{alias}".encode(), digest_size=8).digest()
+        key = int.from_bytes(digest, "big", signed=True)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+        return
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        with _IN_PROCESS.setdefault((log.url, alias), threading.Lock()):
+            yield
+        return
+    with open(Path(f"{database}.{alias}.mover.lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def mlflow_version(reg: Registry, alias: str) -> str | None:
@@ -62,6 +112,22 @@ def _state(move: Move | None) -> tuple[int, bool] | None:
 
 
 def reconcile(reg: Registry, log: AliasLog, alias: str, by: str | None = None) -> Move | None:
+    """Bring the log and MLflow in step (under the mover lock); see ``_reconcile``."""
+    with mover_lock(log, alias):
+        return _reconcile(reg, log, alias, by)
+
+
+def _late_write(log: AliasLog, head: Move | None, in_mlflow: str | None) -> bool:
+    """Whether MLflow's ``in_mlflow`` is a late write of an earlier move: a version the alias
+    held before the log's confirmed head, found soon after that head was applied."""
+    if head is None or head.pending or in_mlflow is None:
+        return False
+    if dt.datetime.now(dt.UTC) - head.moved_at > LATE_WRITE_WINDOW:
+        return False
+    return in_mlflow in {m.to_version for m in log.history(head.alias) if m.id < head.id}
+
+
+def _reconcile(reg: Registry, log: AliasLog, alias: str, by: str | None = None) -> Move | None:
     """Bring the log in step with MLflow; returns the move it finished or recorded, if any.
 
     * A pending move (its process died between the log and MLflow, or is setting MLflow right
@@ -80,6 +146,13 @@ def reconcile(reg: Registry, log: AliasLog, alias: str, by: str | None = None) -
             return log.confirm(head.id)
     logged = None if head is None else head.to_version
     if in_mlflow == logged:
+        return None
+    if _late_write(log, head, in_mlflow):
+        logger.warning(
+            "%s went back to v%s in MLflow after move #%s to v%s: a late write of an earlier "
+            "move; restoring v%s", alias, in_mlflow, head.id, logged, logged,
+        )  # fmt: skip
+        reg.set_alias(alias, logged)
         return None
     logger.warning("%s is %s in MLflow but %s in the log", alias, in_mlflow, logged)
     return log.move(
@@ -111,7 +184,21 @@ def move_alias(
     """
     version = str(version)
     reg.version(version)  # an unknown version raises here, before anything is recorded
-    reconcile(reg, log, alias, actor)
+    with mover_lock(log, alias):
+        return _move(reg, log, alias, version, actor, reason, kind, expected_from)
+
+
+def _move(
+    reg: Registry,
+    log: AliasLog,
+    alias: str,
+    version: str,
+    actor: str,
+    reason: str,
+    kind: str,
+    expected_from: str | None | EllipsisType,
+) -> Move:
+    _reconcile(reg, log, alias, actor)
     if log.current(alias) == version:
         head = log.head(alias)
         assert head is not None
@@ -129,12 +216,15 @@ def rollback(reg: Registry, log: AliasLog, actor: str, reason: str, alias: str =
 
     Allowed while promotions are blocked: rolling back is how an operator gets out of trouble.
     """
-    reconcile(reg, log, alias, actor)
-    chain = log.chain(alias)
-    if len(chain) < 2:
-        raise NothingToRollBack(
-            f"nothing to roll back to: {alias} has no earlier version in the alias log"
-        )
-    if chain[-2] is None:
-        raise NothingToRollBack(f"before {label(chain[-1])}, {alias} was not set")
-    return move_alias(reg, log, alias, chain[-2], actor, reason, ROLLBACK, expected_from=chain[-1])
+    with mover_lock(log, alias):
+        _reconcile(reg, log, alias, actor)
+        chain = log.chain(alias)
+        if len(chain) < 2:
+            raise NothingToRollBack(
+                f"nothing to roll back to: {alias} has no earlier version in the alias log"
+            )
+        if chain[-2] is None:
+            raise NothingToRollBack(f"before {label(chain[-1])}, {alias} was not set")
+        target = chain[-2]
+        reg.version(target)
+        return _move(reg, log, alias, target, actor, reason, ROLLBACK, chain[-1])

@@ -95,6 +95,14 @@ def test_training_dags_train_and_promote_one_at_a_time(dagbag, dag_id):
     assert pools["train"] == pools["promote"] == TRAINING_POOL
 
 
+def test_the_online_guard_rolls_back_in_the_training_pool(dagbag):
+    """Its rollback moves champion: it must not run while a promotion does."""
+    from recsys.config import TRAINING_POOL
+
+    (guard,) = dagbag.dags["recsys_online_guard"].tasks
+    assert guard.pool == TRAINING_POOL
+
+
 def test_ingest_builds_features_in_date_order_and_collects_in_parallel(dagbag):
     """Features are cumulative: each interval's wait for the previous interval's (a backfill would
     otherwise race), while collecting and validating may run side by side."""

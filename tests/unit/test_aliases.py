@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -265,11 +266,15 @@ def test_reconcile_records_nothing_while_mlflow_cannot_answer(alias_log):
 def test_reconcile_does_not_mistake_a_move_made_while_it_read(alias_log):
     reg = FakeRegistry()
     aliases.move_alias(reg, alias_log, "champion", "1", ME, "first")
-    # MLflow answers "1"; before the log is read, another promoter moves the champion to 2.
-    reg.meanwhile.append(
-        lambda: aliases.move_alias(reg, alias_log, "champion", "2", "cli:other@host", "better")
+    # MLflow answers "1"; before the log is read, another promoter starts moving the champion
+    # to 2: it waits for the mover lock, so it cannot fall between the two reads.
+    other = threading.Thread(
+        target=aliases.move_alias,
+        args=(reg, alias_log, "champion", "2", "cli:other@host", "better"),
     )
+    reg.meanwhile.append(other.start)
     assert aliases.reconcile(reg, alias_log, "champion") is None  # in step: nothing to record
+    other.join(10)
     assert _moves(alias_log) == [("promote", None, "1"), ("promote", "1", "2")]
     assert reg.held["champion"] == "2" and not reg.meanwhile
 
