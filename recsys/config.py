@@ -224,6 +224,8 @@ class ServingConfig:
     cache_events: int = 50  # just-posted events kept per user
     cache_ttl_s: float = 300.0  # how long a posted event stays in the in-process cache
     impression_queue: int = 10_000  # served lists waiting to be written; beyond that, dropped
+    store_timeout_s: float = 2.0  # longest a store connection or statement may take (PostgreSQL)
+    store_retry_s: float = 5.0  # after a failed read the store is left alone this long
     # Histories whose last hidden state the served model keeps (``recommender.StateCache``): a
     # repeated history skips the forward pass; 0 disables it (decisions.md: "State cache").
     state_cache: int = 10_000

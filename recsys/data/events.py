@@ -151,11 +151,19 @@ def _sqlite_concurrent(dbapi_conn: Any, _record: Any) -> None:
 class EventStore:
     """Append-only, idempotent (on ``event_id``) store of events behind any SQLAlchemy URL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout_s: float | None = None) -> None:
+        """``timeout_s``: on PostgreSQL, the longest a connection attempt or a statement may take
+        (serving sets it: a store that does not answer must not hold a request for long)."""
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.url = url
-        self.engine = sa.create_engine(url)
+        connect_args: dict[str, Any] = {}
+        if timeout_s is not None and sa.make_url(url).get_backend_name() == "postgresql":
+            connect_args = {
+                "connect_timeout": max(1, round(timeout_s)),
+                "options": f"-c statement_timeout={round(timeout_s * 1000)}",
+            }
+        self.engine = sa.create_engine(url, connect_args=connect_args)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_concurrent)
         metadata.create_all(self.engine)

@@ -50,6 +50,7 @@ from recsys.serving.schemas import (
     parse_params,
     request_models,
 )
+from recsys.serving.store import StoreReader
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ class Services:
     popularity: Popularity
     impressions: ImpressionLog
     metrics: Metrics
+    reader: StoreReader
 
     def model(self) -> Loaded:
         """The model for one whole request, whatever swaps happen meanwhile."""
@@ -147,6 +149,7 @@ class Services:
         history: list[str],
         k: int,
         exclude_seen: bool,
+        degraded: bool = False,
     ) -> dict[str, Any]:
         """One list, exactly as ``RecommendationsOut``, logged as an impression."""
         request_id, rec = request.scope["recsys.request_id"], loaded.recommender
@@ -175,6 +178,7 @@ class Services:
             "user_id": user_id,
             "model_version": loaded.version,
             "cold_start": cold,
+            "degraded": degraded,
             "items": [{"item_id": i, "score": s, "source": src} for i, s, src in items],
         }
 
@@ -184,7 +188,7 @@ def create_app(
 ) -> FastAPI:
     """The API. The registry is polled every ``poll_seconds`` (0 disables the poller)."""
     cfg = serving or ServingConfig()
-    store = EventStore(settings.event_store_url)
+    store = EventStore(settings.event_store_url, timeout_s=cfg.store_timeout_s)
     svc = Services(
         cfg=cfg,
         store=store,
@@ -193,6 +197,7 @@ def create_app(
         popularity=Popularity(store, cfg),
         impressions=ImpressionLog(store.engine, cfg.impression_queue),
         metrics=Metrics(),
+        reader=StoreReader(store, cfg.store_retry_s),
     )
     stop = threading.Event()
 
@@ -242,8 +247,11 @@ def _recommendation_routes(
         params = parse_params(request, RecommendParams)
         loaded, user = svc.model(), params.user_id
         limit = loaded.recommender.max_len
-        history = merge_history(svc.store.history_rows(user, limit), svc.recent.get(user), limit)
-        out = svc.answer(request, loaded, user, history, params.k, params.exclude_seen)
+        stored = svc.reader.history_rows(user, limit)  # None: the store is out
+        history = merge_history(stored or [], svc.recent.get(user), limit)
+        out = svc.answer(
+            request, loaded, user, history, params.k, params.exclude_seen, stored is None
+        )
         return JSONResponse(out)
 
     @app.post("/recommendations", response_model=RecommendationsOut)
@@ -269,9 +277,9 @@ def _event_routes(app: FastAPI, svc: Services) -> None:
             # In a worker thread, the one hop off the event loop: a writer waiting for SQLite's
             # lock (a bulk import holds it) must not stall the recommendations meanwhile.
             stored = await run_in_threadpool(svc.store.append_one, row)
-        except OperationalError as err:  # SQLite's "database is locked" under load: not stored
+        except OperationalError as err:  # locked (SQLite under load) or out: not stored
             log.warning("event %s not stored: %s", row[S.EVENT_ID], err.orig)
-            detail = "the event store is busy: retry with the same event_id"
+            detail = "the event store is busy or out: retry with the same event_id"
             raise HTTPException(503, detail, headers={"Retry-After": "1"}) from err
         if stored:
             svc.recent.add(row[S.USER_ID], (row[S.EVENT_TIME], row[S.EVENT_ID], row[S.ITEM_ID]))
@@ -292,8 +300,9 @@ def _operations_routes(app: FastAPI, svc: Services) -> None:
         """Liveness: always 200 while the process serves; says which model and any reload error."""
         loaded = holder.current
         return {
-            "status": "degraded" if holder.last_error else "ok",
+            "status": "degraded" if holder.last_error or not svc.reader.up else "ok",
             "model_version": loaded.version if loaded else None,
+            "event_store": svc.reader.status(),
             "reloads": holder.reloads,
             "reload_errors": holder.reload_errors,
             "last_error": holder.last_error,
@@ -311,7 +320,11 @@ def _operations_routes(app: FastAPI, svc: Services) -> None:
     def ready() -> JSONResponse:
         """Readiness: 200 once a model is loaded, else 503."""
         loaded = holder.current
-        body = {"ready": loaded is not None, "model_version": loaded.version if loaded else None}
+        body = {
+            "ready": loaded is not None,
+            "model_version": loaded.version if loaded else None,
+            "event_store": "up" if svc.reader.up else "out: answers are degraded",
+        }
         return JSONResponse(body, status_code=200 if loaded else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse)

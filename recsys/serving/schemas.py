@@ -68,6 +68,8 @@ class RecommendationsOut(BaseModel):
     user_id: str | None
     model_version: str
     cold_start: bool  # True: the user is unknown to the model, these are the trending items
+    # True: the event store did not answer; the history is only what this process saw lately
+    degraded: bool = False
     items: list[RecommendationOut]
 
 

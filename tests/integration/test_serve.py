@@ -401,7 +401,7 @@ def test_a_registry_outage_keeps_serving_and_shows_in_health(client, served, mon
     health = client.get("/health").json()
     assert health["status"] == "degraded" and health["last_error"]
     assert health["reload_errors"] == 1 and health["model_version"] == v1
-    assert client.get("/ready").json() == {"ready": True, "model_version": v1}
+    assert client.get("/ready").json() == {"ready": True, "model_version": v1, "event_store": "up"}
     # a version that fails to load is not swapped in either
     Registry(settings).set_alias(CHAMPION, v2)
     broken = mock.Mock(side_effect=RuntimeError("corrupt checkpoint"))

@@ -152,7 +152,10 @@ def test_a_killed_server_restarted_on_the_same_port_loses_nothing(champion, tmp_
         stop.set()
         for t in threads:
             t.join(15)
-        assert _get(port, "/ready") == (200, {"ready": True, "model_version": version})
+        assert _get(port, "/ready") == (
+            200,
+            {"ready": True, "model_version": version, "event_store": "up"},
+        )
         assert _get(port, "/health")[1]["model_version"] == version
     finally:
         stop.set()
