@@ -48,6 +48,16 @@ def lake_path(value: str | os.PathLike[str]) -> LakePath:
         ) from err
 
 
+def redact(url: str) -> str:
+    """``url`` with its password (if any) as ``***``: what may be printed or logged."""
+    scheme, sep, rest = str(url).partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return str(url)
+    userinfo, _, host = rest.partition("@")
+    user, has_password, _ = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if has_password else ''}@{host}"
+
+
 REGISTERED_MODEL = "recsys"
 EXPERIMENT = "recsys"
 CHAMPION = "champion"
@@ -81,6 +91,14 @@ class Settings:
     experiment: str = EXPERIMENT
     # Where the pipeline trains: "cpu", "cuda", "cuda:N", or "auto" (a GPU when torch sees one).
     train_device: str = "cpu"
+
+    def __repr__(self) -> str:  # settings get logged: never with a password in a URL
+        fields = ", ".join(
+            f"{f.name}={redact(v) if isinstance(v, str) else v!r}"
+            for f in dataclasses.fields(self)
+            for v in [getattr(self, f.name)]
+        )
+        return f"Settings({fields})"
 
     def __post_init__(self) -> None:
         if not _DEVICE.fullmatch(self.train_device):

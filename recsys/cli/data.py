@@ -10,7 +10,7 @@ from typing import Any
 
 from recsys import schema as S
 from recsys.cli.common import command, print_result
-from recsys.config import Settings
+from recsys.config import Settings, redact
 
 
 def cmd_events_import(args: argparse.Namespace, settings: Settings) -> None:
@@ -37,7 +37,7 @@ def cmd_events_import(args: argparse.Namespace, settings: Settings) -> None:
         rejects = args.rejects or event_files.default_rejects_path(args.file, fallback)
         result = event_files.import_file(store, args.file, Path(rejects), args.event_type)
         result["source"] = str(args.file)
-    result["store"] = settings.event_store_url
+    result["store"] = redact(settings.event_store_url)
     lines = [
         f"imported {result['inserted']} new events from {result['source']} "
         f"({result['read']} read, {result['duplicates']} already present, "

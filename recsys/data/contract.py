@@ -52,7 +52,7 @@ class ImportLimits:
 
     ``ingested_at`` within ``[earliest, now + future]``. A CSV record or JSON line longer than
     ``max_record_chars`` is rejected unparsed. Reject files cut raw text longer than
-    ``max_reject_chars``.
+    ``max_reject_chars``. A file over ``max_bytes`` or ``max_rows`` is refused whole.
     """
 
     max_id_chars: int = ID_MAX_CHARS
@@ -60,6 +60,8 @@ class ImportLimits:
     future: dt.timedelta = dt.timedelta(days=1)  # clock skew between a source and us
     max_record_chars: int = 1 << 20
     max_reject_chars: int = 10_000
+    max_bytes: int = 20 << 30  # a larger file is refused before it is read (as stored: gzipped)
+    max_rows: int = 100_000_000
 
 
 LIMITS = ImportLimits()

@@ -177,10 +177,15 @@ class EventStore:
         Returns the number of new events this call stored (whatever other writers store
         meanwhile): the ids the insert returns, not a count of the table before and after.
         """
-        inserted = 0
         with self.engine.begin() as conn:
-            for start in range(0, len(rows), _CHUNK):
-                chunk = list(rows[start : start + _CHUNK])
+            return self.append_in(conn, rows)
+
+    def append_in(self, conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> int:
+        """``append`` within the caller's transaction ``conn``."""
+        inserted = 0
+        for start in range(0, len(rows), _CHUNK):
+            chunk = list(rows[start : start + _CHUNK])
+            if chunk:
                 inserted += len(conn.execute(self._insert_ignore(), chunk).all())
         return inserted
 

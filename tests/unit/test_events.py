@@ -5,7 +5,7 @@ import pytest
 import sqlalchemy as sa
 
 from recsys import schema as S
-from recsys.data import event_files, events, movielens
+from recsys.data import event_readers, events, movielens
 from tests.helpers.events import assert_history_reads_agree, history_cases
 
 
@@ -116,7 +116,7 @@ def test_read_event_file_formats(tmp_path, suffix):
         ".parquet": lambda: frame.to_parquet(path),
         ".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
     }[suffix]()
-    read = event_files.read_event_file(path)
+    read = event_readers.read_event_file(path)
     assert read[S.USER_ID].astype(str).tolist() == ["1"]
 
 
@@ -124,12 +124,12 @@ def test_read_event_file_names_missing_columns(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("user,item\n1,2\n")
     with pytest.raises(ValueError, match="missing required column.*user_id, item_id, event_time"):
-        event_files.read_event_file(path)
+        event_readers.read_event_file(path)
 
 
 def test_read_event_file_rejects_unknown_type(tmp_path):
     with pytest.raises(ValueError, match="unsupported file type"):
-        event_files.read_event_file(tmp_path / "x.xlsx")
+        event_readers.read_event_file(tmp_path / "x.xlsx")
 
 
 def test_import_frame_counts(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 
 from recsys import cli
 from recsys import schema as S
-from recsys.data import event_files, events, movielens
+from recsys.data import event_readers, events, movielens
 
 # (user, item, rating, timestamp): the same three ratings in every format below.
 RATINGS = [("196", "242", 3.0, 881250949), ("186", "302", 3.5, 891717742), ("22", "377", 1.0, 1)]
@@ -180,7 +180,7 @@ NAMES = ["e.csv", "e.jsonl", "e.parquet", "e.csv.gz", "e.jsonl.gz"]
 
 @pytest.mark.parametrize("name", NAMES)
 def test_read_event_file_from_memory_urls(memory_root, name):
-    _check(event_files.read_event_file(_put(f"{memory_root}/drop/{name}", _encode(name))))
+    _check(event_readers.read_event_file(_put(f"{memory_root}/drop/{name}", _encode(name))))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -188,31 +188,31 @@ def test_read_event_file_from_file_urls_and_local_paths(tmp_path, name):
     path = tmp_path / name
     path.write_bytes(_encode(name))
     assert path.as_uri().startswith("file:///")
-    _check(event_files.read_event_file(path.as_uri()))
-    _check(event_files.read_event_file(path))
-    _check(event_files.read_event_file(str(path)))
+    _check(event_readers.read_event_file(path.as_uri()))
+    _check(event_readers.read_event_file(path))
+    _check(event_readers.read_event_file(str(path)))
 
 
 def test_gzipped_files_are_really_decompressed(tmp_path):
     path = tmp_path / "e.csv.gz"
     path.write_bytes(_encode("e.csv"))  # named .gz but not gzipped
     with pytest.raises(OSError):
-        event_files.read_event_file(path)
+        event_readers.read_event_file(path)
 
 
 def test_url_errors_are_clear(memory_root, tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
-        event_files.read_event_file(f"{memory_root}/missing.csv")
+        event_readers.read_event_file(f"{memory_root}/missing.csv")
     with pytest.raises(FileNotFoundError, match="no such file"):
-        event_files.read_event_file((tmp_path / "missing.jsonl.gz").as_uri())
+        event_readers.read_event_file((tmp_path / "missing.jsonl.gz").as_uri())
     bad = _put(f"{memory_root}/bad.csv.gz", gzip.compress(b"user,item\n1,2\n"))
     with pytest.raises(ValueError, match="missing required column.*user_id, item_id, event_time"):
-        event_files.read_event_file(bad)
+        event_readers.read_event_file(bad)
     for name in ("e.parquet.gz", "e.txt", "e.gz"):
         with pytest.raises(ValueError, match="unsupported file type"):
-            event_files.read_event_file(f"{memory_root}/{name}")
+            event_readers.read_event_file(f"{memory_root}/{name}")
     with pytest.raises(ValueError, match="cannot open"):
-        event_files.read_event_file("no-such-protocol://bucket/e.csv")
+        event_readers.read_event_file("no-such-protocol://bucket/e.csv")
 
 
 def test_cli_imports_a_memory_url(settings, memory_root, capsys):
