@@ -54,8 +54,9 @@ class FakeRegistry:
 
 
 @pytest.fixture
-def url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'state' / 'events.db'}"
+def url(store_url) -> str:
+    """The alias log's database: SQLite, then PostgreSQL."""
+    return store_url
 
 
 @pytest.fixture

@@ -55,20 +55,20 @@ def test_merge_history_dedupes_on_event_id_and_orders_like_the_store(recent, lim
     assert merge_history(STORED, recent, limit) == expected
 
 
-def _store(tmp_path, records):
-    store = events.EventStore(f"sqlite:///{tmp_path / 'e.db'}")
+def _store(store_url, records):
+    store = events.EventStore(store_url)
     store.append(events.prepare_rows(records))
     return store
 
 
-def test_trending_counts_the_window_before_the_newest_event(tmp_path):
+def test_trending_counts_the_window_before_the_newest_event(store_url):
     old = [{"user_id": f"u{n}", "item_id": "old", "event_time": "2024-01-01"} for n in range(9)]
     recent = [
         {"user_id": "u1", "item_id": "hot", "event_time": "2024-01-10"},
         {"user_id": "u2", "item_id": "hot", "event_time": "2024-01-10T01:00"},
         {"user_id": "u3", "item_id": "warm", "event_time": "2024-01-09"},
     ]
-    store = _store(tmp_path, old + recent)
+    store = _store(store_url, old + recent)
     assert store.item_counts(dt.timedelta(days=7), 10) == [("hot", 2), ("warm", 1)]
     assert store.item_counts(dt.timedelta(days=30), 1) == [("old", 9)]
     assert store.item_counts(None, 10) == [("old", 9), ("hot", 2), ("warm", 1)]
@@ -86,14 +86,14 @@ def test_trending_counts_the_window_before_the_newest_event(tmp_path):
     ]
 
 
-def test_an_empty_store_has_no_trending_list(tmp_path):
-    pop = Popularity(_store(tmp_path, []), ServingConfig())
+def test_an_empty_store_has_no_trending_list(store_url):
+    pop = Popularity(_store(store_url, []), ServingConfig())
     assert pop.refresh() and pop.popular(10, set()) == []
 
 
-def test_refresh_if_stale_and_a_failing_store_keeps_the_last_list(tmp_path):
+def test_refresh_if_stale_and_a_failing_store_keeps_the_last_list(store_url):
     clock = Clock()
-    store = _store(tmp_path, [{"user_id": "u", "item_id": "a", "event_time": "2024-01-01"}])
+    store = _store(store_url, [{"user_id": "u", "item_id": "a", "event_time": "2024-01-01"}])
     pop = Popularity(store, ServingConfig(trending_refresh_s=60), clock=clock)
     assert pop.refresh_if_stale()  # never computed
     clock.now = 30
@@ -105,9 +105,9 @@ def test_refresh_if_stale_and_a_failing_store_keeps_the_last_list(tmp_path):
     assert pop.errors == 1 and pop.current.items == ("a",)
 
 
-def test_new_items_are_the_trending_items_without_a_model_row(tmp_path):
+def test_new_items_are_the_trending_items_without_a_model_row(store_url):
     records = [{"user_id": "u", "item_id": i, "event_time": "2024-01-01"} for i in "abc"]
-    pop = Popularity(_store(tmp_path, records), ServingConfig())
+    pop = Popularity(_store(store_url, records), ServingConfig())
     pop.refresh()
 
     class Model:  # the two attributes new_items reads

@@ -71,8 +71,8 @@ def test_no_impressions_no_ctr_and_versions_sort_numerically():
     }
 
 
-def test_the_writer_flushes_on_close_and_drops_when_full(tmp_path):
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'e.db'}")
+def test_the_writer_flushes_on_close_and_drops_when_full(tmp_path, store_url):
+    engine = sa.create_engine(store_url)
     log = ImpressionLog(engine, capacity=3)
     for n in range(4):  # not started yet: the fourth does not fit
         log.log(imp(f"r{n}", minutes=n))
@@ -89,16 +89,16 @@ def test_the_writer_flushes_on_close_and_drops_when_full(tmp_path):
     assert len(read(engine, T0, T0 + dt.timedelta(hours=1))) == 4
 
 
-def test_a_row_fills_every_column_and_reads_back_the_same(tmp_path):
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'e.db'}")
+def test_a_row_fills_every_column_and_reads_back_the_same(tmp_path, store_url):
+    engine = sa.create_engine(store_url)
     anonymous_cold = imp("r1", version="7", items=("x", "y"), cold=True, user=None)
     assert set(anonymous_cold.row()) == {c.name for c in impressions_table.columns}
     ImpressionLog(engine).write([anonymous_cold, imp("r2")])
     assert read(engine, T0, T0 + dt.timedelta(hours=1)) == [anonymous_cold, imp("r2")]
 
 
-def test_a_failed_write_is_counted_and_the_writer_goes_on(tmp_path):
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'e.db'}")
+def test_a_failed_write_is_counted_and_the_writer_goes_on(tmp_path, store_url):
+    engine = sa.create_engine(store_url)
     log = ImpressionLog(engine)
     calls = []
 
@@ -116,8 +116,8 @@ def test_a_failed_write_is_counted_and_the_writer_goes_on(tmp_path):
     assert (log.failed, log.written) == (1, 1)
 
 
-def test_ctr_by_version_reads_impressions_and_clicks_from_the_store(tmp_path):
-    url = f"sqlite:///{tmp_path / 'e.db'}"
+def test_ctr_by_version_reads_impressions_and_clicks_from_the_store(tmp_path, store_url):
+    url = store_url
     store = events.EventStore(url)
     log = ImpressionLog(store.engine)
     log.write([imp("r1"), imp("r2"), imp("r3", "2"), imp("late", minutes=24 * 60)])
@@ -178,8 +178,8 @@ def test_an_event_store_from_before_request_ids_gains_the_column(tmp_path):
     assert events.REQUEST_ID not in frame.columns  # the lake's schema is unchanged
 
 
-def test_the_writer_gathers_a_batch_before_it_commits(tmp_path):
-    log = ImpressionLog(sa.create_engine(f"sqlite:///{tmp_path / 'e.db'}"), linger_s=0.5)
+def test_the_writer_gathers_a_batch_before_it_commits(tmp_path, store_url):
+    log = ImpressionLog(sa.create_engine(store_url), linger_s=0.5)
     batches = []
     log.write = lambda batch: batches.append(len(batch))
     log.start()
@@ -191,9 +191,11 @@ def test_the_writer_gathers_a_batch_before_it_commits(tmp_path):
     assert batches == [3] and log.written == 3
 
 
-def test_the_writer_wakes_by_itself_after_the_linger_and_at_a_full_batch(tmp_path, monkeypatch):
+def test_the_writer_wakes_by_itself_after_the_linger_and_at_a_full_batch(
+    tmp_path, store_url, monkeypatch
+):
     monkeypatch.setattr("recsys.data.impressions.WRITE_BATCH", 4)
-    log = ImpressionLog(sa.create_engine(f"sqlite:///{tmp_path / 'e.db'}"), linger_s=0.2)
+    log = ImpressionLog(sa.create_engine(store_url), linger_s=0.2)
     batches = []
     log.write = lambda batch: batches.append(len(batch))
     log.start()
@@ -214,13 +216,13 @@ def test_the_writer_wakes_by_itself_after_the_linger_and_at_a_full_batch(tmp_pat
     log.close()
 
 
-def test_collect_ctr_writes_the_interval_and_rewrites_the_one_before_final(tmp_path):
+def test_collect_ctr_writes_the_interval_and_rewrites_the_one_before_final(tmp_path, store_url):
     import json
 
     from recsys.data.impressions import collect_ctr, ctr_path
     from recsys.data.lake import Interval
 
-    url = f"sqlite:///{tmp_path / 'e.db'}"
+    url = store_url
     store = events.EventStore(url)
     ImpressionLog(store.engine).write([imp("r1"), imp("r2", "2", minutes=24 * 60)])  # day 1, 2
     at = T0 + dt.timedelta(minutes=5)
