@@ -106,6 +106,30 @@ def postgres_url(postgres_db) -> str:
 BACKENDS = ("sqlite", "postgresql")
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_store_url(request, tmp_path_factory) -> str:
+    """``store_url`` for a module's shared fixtures: one database per backend and module."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('store') / 'events.db'}"
+        return
+    import uuid
+
+    import sqlalchemy as sa
+
+    base = os.environ.get("RECSYS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
+    admin = sa.create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+    name = f"recsys_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except Exception as err:
+        _unreachable("PostgreSQL", base, err)
+    yield f"{base}/{name}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 @pytest.fixture(params=BACKENDS)
 def store_url(request, tmp_path: Path) -> str:
     """An empty event store database on each backend: a SQLite file, then a fresh PostgreSQL

@@ -1,8 +1,9 @@
 """Fuzzing the serving API from its own OpenAPI schema (schemathesis 4, in-process over ASGI).
 
 Valid and invalid requests for every operation: none may answer 5xx, every 4xx says why in a JSON
-``detail``, and the app still answers ``/health`` afterwards. The app is built as in
-``test_serve.py`` (a trained champion behind a real registry and event store), smaller.
+``detail``, the app still answers ``/health`` afterwards, and every event it accepted passes the
+validation gate after collection. The app is built as in ``test_serve.py`` (a trained champion
+behind a real registry and event store), smaller, with the event store on SQLite and PostgreSQL.
 """
 
 import datetime as dt
@@ -28,9 +29,14 @@ FUZZ = settings(
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
+def settings_(tmp_path_factory, module_store_url):
+    home = str(tmp_path_factory.mktemp("api-fuzz"))
+    return Settings.from_env({"RECSYS_HOME": home, "RECSYS_EVENT_STORE_URL": module_store_url})
+
+
+@pytest.fixture(scope="module")
+def app(settings_):
     """The API over a champion (v1) trained on one day of a small synthetic stream."""
-    settings_ = Settings.from_env({"RECSYS_HOME": str(tmp_path_factory.mktemp("api-fuzz"))})
     store = events.EventStore(settings_.event_store_url)
     store.append(events.prepare_rows(synthetic.generate(n_users=30, n_items=20, days=1)))
     day = Interval(START, START + dt.timedelta(days=1))
@@ -81,3 +87,17 @@ def test_the_app_still_answers_health_afterwards(api_schema):
     response = api_schema["/health"]["GET"].Case().call()
     assert response.status_code == 200 and response.json()["status"] == "ok"
     assert response.json()["model_version"] == "1"
+
+
+def test_every_event_the_fuzzer_got_stored_passes_the_gate(api_schema, settings_):
+    from recsys.data import ingest
+
+    store = events.EventStore(settings_.event_store_url)
+    since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(hours=6)
+    _, last = store.bounds()
+    fuzzed = store.read_interval(since, last + dt.timedelta(seconds=1))
+    assert len(fuzzed) > 0  # the positive fuzzing posted events
+    result = ingest.run(settings_, Interval(since, last + dt.timedelta(seconds=1)))
+    checked = result["validation"]
+    assert checked["success"] and checked["rejected_rows"] == 0, checked["summary"]
+    assert checked["rows"] == len(fuzzed)

@@ -1,5 +1,6 @@
-"""The HTTP API against a real registry (MLflow on SQLite) and event store, and what each release
-(train, evaluate, register) leaves on its MLflow run page and model version."""
+"""The HTTP API against a real registry (MLflow on SQLite) and event store (SQLite, then
+PostgreSQL), and what each release (train, evaluate, register) leaves on its MLflow run page and
+model version."""
 
 import dataclasses
 import datetime as dt
@@ -32,12 +33,15 @@ def _release(settings, mode):
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """A champion (v1) and a second registered version (v2), built once for the module."""
+def served(tmp_path_factory, module_store_url):
+    """A champion (v1) and a second registered version (v2), built once for the module, with
+    the event store on each backend."""
     from recsys.config import Settings
 
     home = tmp_path_factory.mktemp("serve")
-    settings = Settings.from_env({"RECSYS_HOME": str(home)})
+    settings = Settings.from_env(
+        {"RECSYS_HOME": str(home), "RECSYS_EVENT_STORE_URL": module_store_url}
+    )
     store = events.EventStore(settings.event_store_url)
     store.append(events.prepare_rows(synthetic.generate(n_users=80, n_items=60, days=3)))
     ingest_days(settings, [0, 1])
@@ -185,8 +189,9 @@ def test_posting_the_same_event_id_twice_stores_it_once(client, served):
 
 
 def test_a_locked_event_store_is_a_503_to_retry_never_a_500(client, served):
-    """Under write load SQLite answers "database is locked" after its busy timeout (5 s): the
-    event is not stored, and the client is told to send it again (bench/load.py found 500s)."""
+    """Under write load SQLite answers "database is locked" after its busy timeout; PostgreSQL
+    cancels the insert at the serving statement timeout: the event is not stored, and the client
+    is told to send it again (bench/load.py found 500s)."""
     import sqlalchemy as sa
 
     settings, _, _ = served
@@ -199,7 +204,10 @@ def test_a_locked_event_store_is_a_503_to_retry_never_a_500(client, served):
             return conn.execute(sa.select(col).where(col == "locked-1")).scalars().all()
 
     with store.engine.connect() as conn:  # another writer holds the database
-        conn.exec_driver_sql("BEGIN EXCLUSIVE")
+        if store.engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN EXCLUSIVE")
+        else:
+            conn.exec_driver_sql("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
         resp = client.post("/events", json=body)
         conn.rollback()
     assert resp.status_code == 503, resp.text
