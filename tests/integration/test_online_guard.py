@@ -44,7 +44,8 @@ def serve(settings, version, n, clicked, at):
 
 
 @pytest.mark.parametrize("live_clicks,rolls_back", [(20, True), (100, False)])
-def test_clear_ctr_drop_rolls_champion_back(settings, tmp_path, live_clicks, rolls_back):
+def test_clear_ctr_drop_rolls_champion_back(backend_settings, tmp_path, live_clicks, rolls_back):
+    settings = backend_settings
     reg = tiny_versions(settings, tmp_path, 2)
     log = AliasLog(settings.event_store_url)
     aliases.move_alias(reg, log, CHAMPION, "1", "test", "first champion")

@@ -20,8 +20,14 @@ STRONG = PipelineConfig(train=TrainConfig(epochs=25))
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    settings = Settings.from_env({"RECSYS_HOME": str(tmp_path_factory.mktemp("gate"))})
+def home(tmp_path_factory, module_store_url):
+    """Three days ingested, with the event store (and so the alias log) on each backend."""
+    settings = Settings.from_env(
+        {
+            "RECSYS_HOME": str(tmp_path_factory.mktemp("gate")),
+            "RECSYS_EVENT_STORE_URL": module_store_url,
+        }
+    )
     store = events.EventStore(settings.event_store_url)
     store.append(events.prepare_rows(synthetic.generate(n_users=150, n_items=60, days=3)))
     ingest_days(settings, [0, 1, 2])
