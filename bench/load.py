@@ -3,6 +3,7 @@
     .venv/bin/python bench/load.py                            # 200 clients, 60 s, synthetic
     .venv/bin/python bench/load.py --clients 20 --seconds 10 --no-mlflow      # smoke
     .venv/bin/python bench/load.py --movielens                # MovieLens-100K champion instead
+    .venv/bin/python bench/load.py --store-url postgresql+psycopg://postgres@127.0.0.1/load
 
 Setup (not timed): a synthetic stream (``recsys.data.synthetic``, or MovieLens-100K with
 ``--movielens``) in the event store of a temporary ``RECSYS_HOME``, a model trained for
@@ -120,7 +121,7 @@ def endpoint_rows(samples: list, seconds: float) -> list[dict[str, Any]]:
     """Per endpoint: requests, req/s (2xx), latency percentiles (ms, answered requests), errors."""
     rows = []
     for name in (RECS, EVENTS):
-        mine = [s for s in samples if (len(s) == 5) == (name == EVENTS)]
+        mine = [s for s in samples if (len(s) == 6) == (name == EVENTS)]
         answered = np.array([s[1] for s in mine if s[2]]) * 1000
         lat = answered if len(answered) else np.array([np.nan])
         kinds = Counter(k for s in mine if (k := error_kind(s[2], s[3])))
@@ -181,7 +182,8 @@ def analyse(settings: Settings, load: dict[str, Any]) -> dict[str, Any]:
     """Endpoint rows, errors, the event audit against the store and the swap."""
     run, moved_at, old, new = load["run"], load["moved_at"], load["old"], load["new"]
     samples = run["samples"]
-    accepted = {s[4] for s in samples if len(s) == 5 and s[2] == 201}
+    accepted = {s[4] for s in samples if len(s) == 6 and s[2] == 201}
+    answered_new = sum(1 for s in samples if len(s) == 6 and s[2] == 201 and s[5])
     stored = stored_ids(settings, load["prefix"])
     swap = reload_stats(run, moved_at, old, new)
     first_new = moved_at + swap["seconds_to_new_version"]  # NaN: never, and nothing is after
@@ -195,6 +197,7 @@ def analyse(settings: Settings, load: dict[str, Any]) -> dict[str, Any]:
         "stored": len(accepted & stored),
         "lost": len(accepted - stored),
         "stored_unacknowledged": len(stored - accepted),
+        "answered_stored_true": answered_new,  # each event id is new: every 201 must say so
         "versions_before": dict(before),
         "versions_after": dict(after),
         "seconds_to_new_version": swap["seconds_to_new_version"],
@@ -221,6 +224,7 @@ def report(args: argparse.Namespace, load: dict[str, Any], res: dict[str, Any]) 
         f"errors by kind: {res['errors'] or 'none'}; HTTP 5xx: {res['server_5xx']}",
         f"events: accepted (201) {res['accepted']}, stored {res['stored']}, lost {res['lost']}, "
         f"stored without an answer {res['stored_unacknowledged']}",
+        f"events answered stored: true {res['answered_stored_true']} of {res['accepted']} new",
         f"swap v{load['old']} -> v{load['new']} at {args.seconds / 2:.0f} s: first answer from the "
         f"new version {res['seconds_to_new_version']:.2f} s after the alias move; "
         f"{res['old_version_after_swap']} old-version answers started after it",
@@ -249,10 +253,16 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "recsys-bench")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-mlflow", action="store_true", help="print only")
+    parser.add_argument(
+        "--store-url", help="the event store, e.g. a PostgreSQL database (default: SQLite in home)"
+    )
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="recsys-bench-load-"))
-    settings = Settings.from_env({"RECSYS_HOME": str(home)})
+    env = {"RECSYS_HOME": str(home)} | (
+        {"RECSYS_EVENT_STORE_URL": args.store_url} if args.store_url else {}
+    )
+    settings = Settings.from_env(env)
     os.environ.update(child_env(settings))  # log_benchmark logs into the same home
     t0 = time.perf_counter()
     if args.movielens:
@@ -286,8 +296,11 @@ def main() -> None:
         rows = [{**r, "errors": json.dumps(r["errors"])} for r in res["rows"]]
         run_id = log_benchmark("load", params, metrics, tables={"load": rows})
         print(f"logged to MLflow run {run_id} (experiment bench-load, {settings.tracking_uri})")
-    if res["server_5xx"] or res["lost"]:
-        sys.exit(f"FAILED: {res['server_5xx']} HTTP 5xx, {res['lost']} lost events")
+    if res["server_5xx"] or res["lost"] or res["answered_stored_true"] != res["accepted"]:
+        sys.exit(
+            f"FAILED: {res['server_5xx']} HTTP 5xx, {res['lost']} lost events, "
+            f"{res['accepted'] - res['answered_stored_true']} new events answered stored: false"
+        )
 
 
 if __name__ == "__main__":

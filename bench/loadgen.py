@@ -59,13 +59,16 @@ def client_loop(
         try:
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
-            resp.read()
+            answer = resp.read()
             status, version = resp.status, resp.getheader(VERSION_HEADER) or ""
         except (OSError, http.client.HTTPException) as err:
             conn.close()  # reconnects on the next request
-            status, version = 0, type(err).__name__
+            status, version, answer = 0, type(err).__name__, b""
         sample = (start_wall, time.perf_counter() - start, status, version)
-        out.append(sample if event_id is None else (*sample, event_id))
+        if event_id is not None:  # an event's answer says whether it was stored as new
+            new = status == 201 and json.loads(answer).get("stored") is True
+            sample = (*sample, event_id, new)
+        out.append(sample)
     conn.close()
 
 
