@@ -16,6 +16,12 @@ pytestmark = pytest.mark.slow
 START = dt.datetime(2024, 1, 1)
 
 
+@pytest.fixture
+def settings(backend_settings):
+    """The event store on SQLite, then PostgreSQL (the production backend)."""
+    return backend_settings
+
+
 @pytest.fixture(scope="module")
 def dagbag():
     from airflow.dag_processing.dagbag import DagBag

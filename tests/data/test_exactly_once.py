@@ -21,6 +21,12 @@ from recsys.data.lake import (
 START = dt.datetime(2024, 1, 1)
 
 
+@pytest.fixture
+def settings(backend_settings):
+    """The event store on SQLite, then PostgreSQL (the production backend)."""
+    return backend_settings
+
+
 def _day(d: int) -> Interval:
     return Interval(START + dt.timedelta(days=d), START + dt.timedelta(days=d + 1))
 

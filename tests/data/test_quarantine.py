@@ -20,9 +20,10 @@ BAD = {"event_id": "bad-1", "user_id": None, "item_id": "i1", "event_time": "202
 
 
 @pytest.fixture(params=["local", "s3"])
-def settings(request, settings, monkeypatch):
+def settings(request, backend_settings, monkeypatch):
+    """A local lake or one in S3, with the event store on SQLite or PostgreSQL."""
     if request.param == "local":
-        return settings
+        return backend_settings
     monkeypatch.setenv(ENV_LAKE, request.getfixturevalue("s3_lake"))
     return Settings.from_env()
 

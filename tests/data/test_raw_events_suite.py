@@ -12,6 +12,12 @@ from recsys.data.lake import EVENTS, REPORT, Interval, Lake
 DAY = Interval.parse("2024-01-01", "2024-01-02")
 
 
+@pytest.fixture
+def settings(backend_settings):
+    """The event store on SQLite, then PostgreSQL (the production backend)."""
+    return backend_settings
+
+
 def _params(interval=DAY):
     return suites.suite_params(interval)
 

@@ -18,6 +18,12 @@ pytestmark = pytest.mark.slow
 RECSYS = str(Path(sys.executable).parent / "recsys")
 
 
+@pytest.fixture
+def settings(backend_settings):
+    """The event store on SQLite, then PostgreSQL (the production backend)."""
+    return backend_settings
+
+
 def _recsys(settings, *args, check=True, env=None):
     env = {
         "RECSYS_HOME": str(settings.home),

@@ -340,7 +340,8 @@ def test_corrupt_partition_is_quarantined_reported_and_repaired_by_recollecting(
 
 
 # -- 6. two promotions racing --------------------------------------------------------------------
-def test_two_racing_promotions_move_the_champion_once(home, monkeypatch):
+def test_two_racing_promotions_move_the_champion_once(home, store_url, monkeypatch):
+    home = dataclasses.replace(home, event_store_url=store_url)  # the alias log on each backend
     both_decided = threading.Barrier(2, timeout=120)
     real_move = promote._move_champion
 

@@ -31,10 +31,13 @@ K = 5
 
 
 @pytest.fixture(scope="module")
-def champion(tmp_path_factory) -> tuple[Settings, str]:
-    """A small model, trained for one epoch and made champion directly (no evaluation)."""
+def champion(tmp_path_factory, module_store_url) -> tuple[Settings, str]:
+    """A small model, trained for one epoch and made champion directly (no evaluation); the
+    event store on SQLite, then PostgreSQL."""
     home = tmp_path_factory.mktemp("restart")
-    settings = Settings.from_env({"RECSYS_HOME": str(home)})
+    settings = Settings.from_env(
+        {"RECSYS_HOME": str(home), "RECSYS_EVENT_STORE_URL": module_store_url}
+    )
     store = events.EventStore(settings.event_store_url)
     store.append(events.prepare_rows(synthetic.generate(n_users=40, n_items=30, days=2)))
     interval = Interval(dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 3))

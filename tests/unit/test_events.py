@@ -30,8 +30,8 @@ def test_unparseable_time_is_kept_verbatim_and_ingested_now():
     assert row[S.INGESTED_AT] == now
 
 
-def test_append_is_idempotent_on_event_id(tmp_path):
-    store = events.EventStore(f"sqlite:///{tmp_path / 'e.db'}")
+def test_append_is_idempotent_on_event_id(store_url):
+    store = events.EventStore(store_url)
     rows = events.prepare_rows(
         [{"user_id": "u", "item_id": str(i), "event_time": i} for i in range(5)]
     )
@@ -40,8 +40,8 @@ def test_append_is_idempotent_on_event_id(tmp_path):
     assert store.count() == 5
 
 
-def test_read_interval_is_keyed_on_ingestion_time(tmp_path):
-    store = events.EventStore(f"sqlite:///{tmp_path / 'e.db'}")
+def test_read_interval_is_keyed_on_ingestion_time(store_url):
+    store = events.EventStore(store_url)
     late = {
         "user_id": "u",
         "item_id": "late",
@@ -55,8 +55,8 @@ def test_read_interval_is_keyed_on_ingestion_time(tmp_path):
     assert store.read_interval(dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 2)).empty
 
 
-def test_history_is_time_ordered_and_limited(tmp_path):
-    store = events.EventStore(f"sqlite:///{tmp_path / 'e.db'}")
+def test_history_is_time_ordered_and_limited(store_url):
+    store = events.EventStore(store_url)
     store.append(
         events.prepare_rows(
             [{"user_id": "u", "item_id": f"i{t}", "event_time": 1000 + t} for t in (3, 1, 2)]
@@ -67,8 +67,8 @@ def test_history_is_time_ordered_and_limited(tmp_path):
     assert store.history("nobody") == []
 
 
-def test_the_history_read_agrees_with_its_sqlalchemy_statement(tmp_path, monkeypatch):
-    store = events.EventStore(f"sqlite:///{tmp_path / 'e.db'}")
+def test_the_history_read_agrees_with_its_sqlalchemy_statement(store_url, monkeypatch):
+    store = events.EventStore(store_url)
     store.append(history_cases())
     assert store._history_sql is not None  # SQLite's qmark style is covered
     assert_history_reads_agree(store)
@@ -132,8 +132,8 @@ def test_read_event_file_rejects_unknown_type(tmp_path):
         event_readers.read_event_file(tmp_path / "x.xlsx")
 
 
-def test_import_frame_counts(tmp_path):
-    store = events.EventStore(f"sqlite:///{tmp_path / 'e.db'}")
+def test_import_frame_counts(store_url):
+    store = events.EventStore(store_url)
     frame = pd.DataFrame(
         {"user_id": ["1", "1"], "item_id": ["2", "3"], "event_time": ["2024-01-01", "2024-01-02"]}
     )

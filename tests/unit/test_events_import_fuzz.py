@@ -166,13 +166,15 @@ def valid_stored(row) -> bool:
     )
 
 
-def _run(tmp_path, name, data):
-    """Import ``data`` as ``name`` into a fresh store: (result or error, stored rows, rejects)."""
+def _run(tmp_path, store_url, name, data):
+    """Import ``data`` as ``name`` into an emptied store: (result or error, rows, rejects)."""
     folder = tmp_path / uuid.uuid4().hex
     folder.mkdir()
     path, rejects = folder / name, folder / "rejects.jsonl"
     path.write_bytes(data)
-    store = events.EventStore(f"sqlite:///{folder / 'events.db'}")
+    store = events.EventStore(store_url)
+    with store.engine.begin() as conn:  # one database per test on each backend: emptied per example
+        conn.execute(sa.delete(events.events_table))
     try:
         result = event_files.import_file(store, path, rejects, now=NOW)
     except ValueError as err:
@@ -226,7 +228,7 @@ CSV_LINE = st.one_of(
     optional=st.lists(st.sampled_from(COLUMNS[:-1]), unique=True),
     lines=st.lists(CSV_LINE, max_size=12),
 )
-def test_fuzzed_csv_imports_never_crash(tmp_path, optional, lines):
+def test_fuzzed_csv_imports_never_crash(tmp_path, store_url, optional, lines):
     header = list(dict.fromkeys([*S.REQUIRED_COLUMNS, *optional]))
     buf, expected = io.BytesIO(), {}
     buf.write((",".join(header) + "\n").encode())
@@ -245,7 +247,7 @@ def test_fuzzed_csv_imports_never_crash(tmp_path, optional, lines):
         buf.write(payload + b"\n")
         if payload.decode("utf-8", "surrogateescape").strip():
             expected[number] = "bad" if kind in ("non-utf8", "short") else "any"
-    result, stored, rejects = _run(tmp_path, "events.csv", buf.getvalue())
+    result, stored, rejects = _run(tmp_path, store_url, "events.csv", buf.getvalue())
     assert not isinstance(result, Exception), result
     _check(result, stored, rejects, expected, "line")
 
@@ -264,7 +266,7 @@ JSON_LINE = st.one_of(
 
 @FUZZ
 @given(lines=st.lists(JSON_LINE, min_size=1, max_size=12))
-def test_fuzzed_jsonl_imports_never_crash(tmp_path, lines):
+def test_fuzzed_jsonl_imports_never_crash(tmp_path, store_url, lines):
     out, expected, keys = [], {}, set()
     for number, (kind, *payload) in enumerate(lines, 1):
         if kind == "record":
@@ -280,7 +282,7 @@ def test_fuzzed_jsonl_imports_never_crash(tmp_path, lines):
         out.append(line)
         if line.decode("utf-8", "surrogateescape").strip():
             expected[number] = tag
-    result, stored, rejects = _run(tmp_path, "events.jsonl", b"\n".join(out) + b"\n")
+    result, stored, rejects = _run(tmp_path, store_url, "events.jsonl", b"\n".join(out) + b"\n")
     if not expected:
         assert "empty file" in str(result)
     elif isinstance(result, Exception):  # the columns of JSON lines are the keys of its objects
@@ -316,14 +318,14 @@ PARQUET_VALUES = st.one_of(
 
 @FUZZ
 @given(rows=st.lists(tagged(TEXT_MUTATIONS, PARQUET_VALUES), max_size=12))
-def test_fuzzed_parquet_imports_never_crash(tmp_path, rows):
+def test_fuzzed_parquet_imports_never_crash(tmp_path, store_url, rows):
     columns = list(dict.fromkeys([*S.REQUIRED_COLUMNS, *(k for _, r in rows for k in r)]))
     # Text versions of the good values stay good, of the bad values bad.
     arrays = {name: _arrow_column([rec.get(name) for _, rec in rows]) for name in columns}
     expected = {number: tag for number, (tag, _) in enumerate(rows, 1)}
     buf = io.BytesIO()
     pq.write_table(pa.table(arrays), buf)
-    result, stored, rejects = _run(tmp_path, "events.parquet", buf.getvalue())
+    result, stored, rejects = _run(tmp_path, store_url, "events.parquet", buf.getvalue())
     assert not isinstance(result, Exception), result
     _check(result, stored, rejects, expected, "row")
 
@@ -333,74 +335,78 @@ def test_fuzzed_parquet_imports_never_crash(tmp_path, rows):
 HEADER = "user_id,item_id,event_time,value\n"
 
 
-def _import_text(tmp_path, name, data):
+def _import_text(tmp_path, store_url, name, data):
     path = tmp_path / name
     path.write_bytes(data if isinstance(data, bytes) else data.encode())
-    store = events.EventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    store = events.EventStore(store_url)
     result = event_files.import_file(store, path, tmp_path / "rejects.jsonl", now=NOW)
     rejects = (tmp_path / "rejects.jsonl").read_text().splitlines() if result["rejected"] else []
     return result, store, [json.loads(r) for r in rejects]
 
 
-def test_non_utf8_csv_rows_are_rejected_and_the_rest_load(tmp_path):
+def test_non_utf8_csv_rows_are_rejected_and_the_rest_load(tmp_path, store_url):
     data = (
         HEADER + "u1,i1,2024-01-01,1\n"
     ).encode() + b"caf\xe9,i2,2024-01-01,2\nu3,i3,2024-01-02,\n"
-    result, store, rejects = _import_text(tmp_path, "e.csv", data)
+    result, store, rejects = _import_text(tmp_path, store_url, "e.csv", data)
     assert (result["read"], result["inserted"], result["rejected"]) == (3, 2, 1)
     assert rejects == [{"line": 3, "reason": "not valid UTF-8", "raw": "caf\\xe9,i2,2024-01-01,2"}]
     assert store.history("u3") == ["i3"]
 
 
-def test_a_missing_column_is_a_clear_error_and_imports_nothing(tmp_path):
+def test_a_missing_column_is_a_clear_error_and_imports_nothing(tmp_path, store_url):
     with pytest.raises(ValueError, match="missing required column.s. event_time; .*requires"):
-        _import_text(tmp_path, "e.csv", "user_id,item_id\nu1,i1\n")
-    assert events.EventStore(f"sqlite:///{tmp_path / 'events.db'}").count() == 0
+        _import_text(tmp_path, store_url, "e.csv", "user_id,item_id\nu1,i1\n")
+    assert events.EventStore(store_url).count() == 0
     assert not (tmp_path / "rejects.jsonl").exists()
 
 
 @pytest.mark.parametrize("when", ["1900-01-01T00:00:00", "2200-01-01T00:00:00", "-2208988800"])
-def test_times_far_in_the_past_or_future_are_rejected(tmp_path, when):
+def test_times_far_in_the_past_or_future_are_rejected(tmp_path, store_url, when):
     result, store, (reject,) = _import_text(
-        tmp_path, "e.csv", f"{HEADER}u1,i1,{when},\nu2,i2,1995-01-01T00:00:00,\n"
+        tmp_path, store_url, "e.csv", f"{HEADER}u1,i1,{when},\nu2,i2,1995-01-01T00:00:00,\n"
     )
     assert (result["inserted"], result["rejected"]) == (1, 1) and store.history("u2") == ["i2"]
     assert reject["line"] == 2 and "is outside 1995-01-01T00:00:00 .." in reject["reason"]
 
 
-def test_a_one_megabyte_field_is_rejected_and_cut_in_the_reject_file(tmp_path):
+def test_a_one_megabyte_field_is_rejected_and_cut_in_the_reject_file(tmp_path, store_url):
     big = "x" * 1_000_000
-    result, _, (reject,) = _import_text(tmp_path, "e.csv", f"{HEADER}{big},i1,2024-01-01,\n")
+    result, _, (reject,) = _import_text(
+        tmp_path, store_url, "e.csv", f"{HEADER}{big},i1,2024-01-01,\n"
+    )
     assert result["rejected"] == 1 and "user_id: longer than 128 characters" in reject["reason"]
     assert len(reject["raw"]["user_id"]) < 10_100 and "more characters]" in reject["raw"]["user_id"]
-    result, _, (reject,) = _import_text(tmp_path, "f.jsonl", json.dumps({"x": "y" * 2_000_000}))
+    result, _, (reject,) = _import_text(
+        tmp_path, store_url, "f.jsonl", json.dumps({"x": "y" * 2_000_000})
+    )
     assert "line longer than 1048576 characters" in reject["reason"]
 
 
-def test_a_truncated_json_line_is_rejected_and_blank_lines_skipped(tmp_path):
+def test_a_truncated_json_line_is_rejected_and_blank_lines_skipped(tmp_path, store_url):
     good = json.dumps({"user_id": "u1", "item_id": "i1", "event_time": "2024-01-01"})
     text = f"{good}\n\n   \n{good[:25]}\n{good.replace('u1', 'u2')}"  # no final newline
-    result, store, (reject,) = _import_text(tmp_path, "e.jsonl", text)
+    result, store, (reject,) = _import_text(tmp_path, store_url, "e.jsonl", text)
     assert (result["read"], result["inserted"], result["rejected"]) == (3, 2, 1)
     assert reject["line"] == 4 and reject["reason"].startswith("not valid JSON")
     assert reject["raw"] == good[:25]
 
 
-def test_duplicates_are_counted_and_a_clean_file_writes_no_reject_file(tmp_path):
+def test_duplicates_are_counted_and_a_clean_file_writes_no_reject_file(tmp_path, store_url):
     text = f"{HEADER}u1,i1,2024-01-01,\nu1,i1,2024-01-01,\n"
-    first, _, _ = _import_text(tmp_path, "e.csv", text)
-    again, _, _ = _import_text(tmp_path, "e.csv", text)
+    first, _, _ = _import_text(tmp_path, store_url, "e.csv", text)
+    again, _, _ = _import_text(tmp_path, store_url, "e.csv", text)
     assert (first["inserted"], first["duplicates"], again["duplicates"]) == (1, 1, 2)
     assert first["rejects"] is None and not (tmp_path / "rejects.jsonl").exists()
 
 
 @pytest.mark.parametrize("data", [b"not parquet at all", b"PAR1" + b"\0" * 20 + b"PAR1"])
-def test_an_unreadable_parquet_file_is_a_clear_error(tmp_path, data):
+def test_an_unreadable_parquet_file_is_a_clear_error(tmp_path, store_url, data):
     with pytest.raises(ValueError, match="not a readable Parquet file"):
-        _import_text(tmp_path, "e.parquet", data)
+        _import_text(tmp_path, store_url, "e.parquet", data)
 
 
-def test_parquet_rows_with_unusable_types_are_rejected(tmp_path):
+def test_parquet_rows_with_unusable_types_are_rejected(tmp_path, store_url):
     table = pa.table(
         {
             "user_id": pa.array([b"u1", b"\xff", b"u3"]),
@@ -410,7 +416,7 @@ def test_parquet_rows_with_unusable_types_are_rejected(tmp_path):
     )
     buf = io.BytesIO()
     pq.write_table(table, buf)
-    result, _, rejects = _import_text(tmp_path, "e.parquet", buf.getvalue())
+    result, _, rejects = _import_text(tmp_path, store_url, "e.parquet", buf.getvalue())
     assert (result["read"], result["inserted"], result["rejected"]) == (3, 0, 3)
     assert "user_id: not valid UTF-8" in rejects[1]["reason"]
     assert "item_id: expected text or an integer, got list" in rejects[0]["reason"]
