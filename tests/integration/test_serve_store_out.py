@@ -3,31 +3,22 @@ the trending list (flagged ``degraded``), events get a 503 with ``Retry-After``,
 ``/ready`` say so. On SQLite and on PostgreSQL."""
 
 import dataclasses
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from recsys.config import CHAMPION, ServingConfig
-
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "model_7b46c2f" / "model"
+from recsys.config import ServingConfig
+from tests.helpers.registry import stored_champion
 
 
 @pytest.fixture
 def client(backend_settings, tmp_path):
     """A champion (the stored fixture model, items i1..i12) served from each backend."""
-    from recsys.registry.client import Registry
     from recsys.serving.app import create_app
 
-    source = tmp_path / "model"
-    shutil.copytree(FIXTURE, source)
-    reg = Registry(backend_settings)
-    reg.client.create_registered_model(reg.name)
-    version = reg.client.create_model_version(reg.name, source=source.as_uri()).version
-    reg.set_alias(CHAMPION, str(version))
+    stored_champion(backend_settings, tmp_path)
     serving = dataclasses.replace(ServingConfig(), store_retry_s=0.5, store_timeout_s=1.0)
     with TestClient(create_app(backend_settings, poll_seconds=0, serving=serving)) as c:
         yield c

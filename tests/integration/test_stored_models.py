@@ -7,34 +7,18 @@ imports ``recsys.recommender``, the path of that time.
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
-from pathlib import Path
-
 import pytest
 from fastapi.testclient import TestClient
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "model_7b46c2f" / "model"
+from tests.helpers.registry import stored_champion
+
 ITEM_IDS = [f"i{i}" for i in range(1, 13)]  # what generate.py stored
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def stored(request, settings, tmp_path):
+@pytest.fixture
+def stored(backend_settings, tmp_path):
     """The fixture registered as version 1 and made champion; the event store on each backend."""
-    from recsys.config import CHAMPION
-    from recsys.registry.client import Registry
-
-    if request.param == "postgresql":
-        settings = dataclasses.replace(
-            settings, event_store_url=request.getfixturevalue("postgres_url")
-        )
-    source = tmp_path / "stored-model"
-    shutil.copytree(FIXTURE, source)
-    reg = Registry(settings)
-    reg.client.create_registered_model(reg.name)
-    version = reg.client.create_model_version(reg.name, source=source.as_uri()).version
-    reg.set_alias(CHAMPION, str(version))
-    return settings, str(version)
+    return backend_settings, stored_champion(backend_settings, tmp_path)
 
 
 def test_a_version_registered_before_the_move_loads_as_pyfunc(stored):
