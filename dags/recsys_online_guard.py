@@ -4,8 +4,9 @@
 Hourly: compare the live champion's online click-through rate (served lists joined with the clicks
 that name their request id) with its predecessor's, and **roll `champion` back** when it dropped by
 more than the configured share with significance (`[online]` in
-`recsys/release/promotion.toml`). The rollback is recorded in the alias log like any other move
-(`recsys registry history`).
+`recsys/release/promotion.toml`). Its 5% is spent over the hourly looks, so a version no worse is
+rolled back at most 5% of the time however long it stays live. The rollback is recorded in the
+alias log like any other move (`recsys registry history`).
 """
 
 from __future__ import annotations

@@ -3,8 +3,16 @@ predecessor's, move ``champion`` back and say why.
 
 The CTR of each version comes from the feedback loop (``recsys.data.impressions.ctr_by_version``):
 lists served by serving, joined with the clicks that name their request id. The live version is
-judged over its last ``window_hours`` as champion, the predecessor over its last period as
-champion (at most as long). Thresholds live in the ``[online]`` table of ``promotion.toml``.
+judged on everything it served since it became champion, the predecessor on its last period as
+champion (at most ``baseline_hours``). Thresholds live in the ``[online]`` table of
+``promotion.toml``.
+
+The guard looks again every ``look_hours`` (the DAG runs hourly), and a test repeated at 5% would
+roll back a version no worse than its predecessor far more often than 5% of the time. So the
+``alpha`` is spent over the looks: look ``k`` (counted from the promotion) tests at
+``alpha_k = alpha * 6 / (pi^2 k^2)``, which sum to ``alpha`` over every look there will ever be
+(a union bound: valid however the looks depend on each other). A rollback also needs the drop to
+exceed ``max_relative_drop``, and ``min_impressions`` per version.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import os
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 from recsys.config import CHAMPION, Settings
@@ -28,10 +37,19 @@ ENV_CONFIG = "RECSYS_PROMOTION_CONFIG"
 
 @dataclass(frozen=True)
 class OnlineGuardConfig:
-    window_hours: float = 24.0  # how far back the live version is judged
+    alpha: float = 0.05  # false rollbacks of a version no worse, over all its looks together
+    look_hours: float = 1.0  # how often the guard looks (its DAG's schedule)
     min_impressions: int = 200  # per version: below this, no verdict
-    max_relative_drop: float = 0.10  # roll back when CTR falls by more than this share...
-    z: float = 1.645  # ...and the drop is significant (one-sided two-proportion z-test, 95%)
+    max_relative_drop: float = 0.10  # and roll back only when CTR fell by more than this share
+    baseline_hours: float = 168.0  # the predecessor is judged on at most its last week as champion
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha < 1.0 or self.look_hours <= 0:
+            raise ValueError(f"need 0 < alpha < 1 and look_hours > 0: {self}")
+
+    def alpha_at(self, look: int) -> float:
+        """The share of ``alpha`` spent at look ``look`` (1, 2, ...)."""
+        return self.alpha * 6.0 / (math.pi**2 * max(look, 1) ** 2)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> OnlineGuardConfig:
@@ -39,14 +57,19 @@ class OnlineGuardConfig:
         data = tomllib.loads(path.read_text()).get("online", {})
         unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
-            raise ValueError(f"unknown online-guard settings {unknown} in {path}")
+            hint = "; z and window_hours became alpha (spent over the looks)"
+            raise ValueError(f"unknown online-guard settings {unknown} in {path}{hint}")
         return cls(**data)
 
 
 def ctr_dropped(
-    live: dict[str, Any] | None, previous: dict[str, Any] | None, cfg: OnlineGuardConfig
+    live: dict[str, Any] | None,
+    previous: dict[str, Any] | None,
+    cfg: OnlineGuardConfig,
+    look: int = 1,
 ) -> tuple[bool, str]:
-    """(roll back?, why) from two ``VersionCtr.as_dict()`` records (None: nothing served)."""
+    """(roll back?, why) at look ``look`` from two ``VersionCtr.as_dict()`` records (None:
+    nothing served): the live version's, cumulated since its promotion, and its predecessor's."""
     if not live or not previous:
         return False, "no impressions of the live version or of its predecessor in the window"
     n1, c1, n0, c0 = (
@@ -67,12 +90,13 @@ def ctr_dropped(
     se = math.sqrt(pooled * (1 - pooled) * (1 / n0 + 1 / n1))
     z = (p0 - p1) / se if se > 0 else 0.0
     drop = 1 - p1 / p0
+    limit = NormalDist().inv_cdf(1 - cfg.alpha_at(look))  # one-sided, at this look's alpha
     what = (
         f"CTR of v{live['model_version']} {p1:.4f} ({c1}/{n1}) vs v{previous['model_version']} "
-        f"{p0:.4f} ({c0}/{n0}): {drop:+.1%} drop, z={z:.2f} "
-        f"(limits: drop > {cfg.max_relative_drop:.0%} and z > {cfg.z})"
+        f"{p0:.4f} ({c0}/{n0}): {drop:+.1%} drop, z={z:.2f} at look {look} "
+        f"(limits: drop > {cfg.max_relative_drop:.0%} and z > {limit:.2f})"
     )
-    return drop > cfg.max_relative_drop and z > cfg.z, what
+    return drop > cfg.max_relative_drop and z > limit, what
 
 
 def _naive(ts: dt.datetime) -> dt.datetime:
@@ -97,17 +121,18 @@ def check(
     if len(chain) < 2 or chain[-2] is None or chain[-1] is None:
         return {"rolled_back": False, "reason": "no earlier champion to compare with"}
     live, previous = chain[-1], chain[-2]
-    window = dt.timedelta(hours=cfg.window_hours)
+    baseline = dt.timedelta(hours=cfg.baseline_hours)
     head = alias_log.head(CHAMPION)
     assert head is not None
     live_since = _naive(head.moved_at)
     earlier = [m for m in alias_log.history(CHAMPION)
                if m.to_version == previous and not m.pending and m.id < head.id]  # fmt: skip
-    prev_start = _naive(earlier[-1].moved_at) if earlier else live_since - window
-    prev_start = max(prev_start, live_since - window)
-    live_ctr = ctr_by_version(settings.event_store_url, max(live_since, now - window), now)
+    prev_start = _naive(earlier[-1].moved_at) if earlier else live_since - baseline
+    prev_start = max(prev_start, live_since - baseline)
+    live_ctr = ctr_by_version(settings.event_store_url, live_since, now)  # since its promotion
     prev_ctr = ctr_by_version(settings.event_store_url, prev_start, live_since)
-    roll, why = ctr_dropped(live_ctr.get(live), prev_ctr.get(previous), cfg)
+    look = max(1, math.ceil((now - live_since) / dt.timedelta(hours=cfg.look_hours)))
+    roll, why = ctr_dropped(live_ctr.get(live), prev_ctr.get(previous), cfg, look)
     result: dict[str, Any] = {
         "live": live,
         "previous": previous,
