@@ -25,6 +25,7 @@ TAG_REASON = "promotion.reason"
 TAG_COMPARED_WITH = "promotion.compared_with"
 TAG_EVALUATION_SET = "promotion.evaluation_set"
 TAG_METRIC = "promotion.metric"
+TAG_POLICY = "promotion.policy"  # "full" or "incremental": the rule the gate applied
 CRITERION = "promotion.criterion."
 
 # Artifacts of a training run.

@@ -1,9 +1,13 @@
 """The promotion gate: pure functions that decide whether a challenger replaces the champion.
 
-The gate compares two models on the same frozen evaluation set, user by user:
+The gate compares two models on the same frozen evaluation set, user by user, under the policy of
+the challenger's mode:
 
-* the primary criterion is NDCG@k, improved *with confidence*: the lower bound of a seeded
-  paired bootstrap over users of (challenger - champion) must exceed ``margin``;
+* a full retrain must improve NDCG@k *with confidence*: the lower bound of a seeded paired
+  bootstrap over users of (challenger - champion) must exceed ``margin``;
+* an incremental fine-tune must be non-inferior overall (that lower bound above the small negative
+  ``incremental_margin``) and better where it was trained to be: on the users with events since
+  its parent (the lower bound there above ``new_data_margin``), and no worse on the old-data slice;
 * guard-rails must not regress past their tolerance: HR@k, catalogue coverage, a cold-start
   slice, the old-data slice of an incremental model (forgetting), p95 scoring latency;
 * the challenger must load and answer through the serving code path (infra validation).
@@ -42,6 +46,10 @@ class GateConfig:
     latency_tolerance: float = 0.5  # relative p95 latency increase allowed...
     latency_floor_ms: float = 5.0  # ...above this floor (below it, differences are timer noise)
     latency_max_ms: float = 50.0  # and an absolute ceiling on the challenger's p95
+    incremental_margin: float = -0.005  # a fine-tune's overall lower bound must exceed this...
+    new_data_margin: float = 0.0  # ...and its lower bound on the users with new data this,
+    new_data_confidence: float = 0.8  # at this one-sided confidence (a slice: fewer users)
+    min_new_users: int = 10  # fewer users with new data in the evaluation set: it cannot show it
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> GateConfig:
@@ -52,7 +60,8 @@ class GateConfig:
         if unknown:
             raise ValueError(f"unknown promotion settings {unknown} in {path or DEFAULT_CONFIG}")
         cfg = cls(**data)
-        if not 0.5 <= cfg.confidence < 1 or cfg.n_boot < 100 or cfg.k < 1:
+        confidences = (cfg.confidence, cfg.new_data_confidence)
+        if not all(0.5 <= c < 1 for c in confidences) or cfg.n_boot < 100 or cfg.k < 1:
             raise ValueError(f"invalid promotion settings: {cfg}")
         return cfg
 
@@ -79,15 +88,25 @@ class Criterion:
         }
 
 
+FULL, INCREMENTAL = "full", "incremental"  # the promotion policies, by the challenger's mode
+POLICIES = {
+    FULL: "full retrain: clearly better overall",
+    INCREMENTAL: "fine-tune: non-inferior overall, better on the new data, no worse on the old",
+}
+
+
 @dataclass(frozen=True)
 class Verdict:
     promote: bool
     reason: str
     criteria: list[Criterion] = field(default_factory=list)
+    policy: str = FULL
 
     def table(self) -> str:
         """The criteria as a markdown table (the model version's description embeds it)."""
         lines = [
+            f"Policy: **{self.policy}** ({POLICIES[self.policy]}).",
+            "",
             "| criterion | challenger | champion | threshold | passed |",
             "|---|---|---|---|---|",
         ]
@@ -164,10 +183,16 @@ def _hr(ranks: np.ndarray, k: int) -> float:
 
 
 def criteria(
-    challenger: ModelEvidence, champion: ModelEvidence | None, cfg: GateConfig
+    challenger: ModelEvidence,
+    champion: ModelEvidence | None,
+    cfg: GateConfig,
+    policy: str = FULL,
+    new_data: np.ndarray | None = None,
 ) -> list[Criterion]:
     """Every criterion of the gate, measured: infra validation, the NDCG@k gain's bootstrap and
-    the guard rails against the champion (none but infra validation without one)."""
+    the guard rails against the champion (none but infra validation without one). Under the
+    incremental policy the overall gain need only be non-inferior, and ``new_data`` (one flag per
+    evaluation user: events since the challenger's parent) marks where it must be better."""
     k = cfg.k
     crit: list[Criterion] = [
         Criterion(
@@ -187,13 +212,9 @@ def criteria(
         if len(challenger.ranks) != len(champion.ranks):
             raise ValueError("challenger and champion were evaluated on different users")
         new, old = ndcg_per_user(challenger.ranks, k), ndcg_per_user(champion.ranks, k)
-        mean, low, high = paired_bootstrap(new, old, cfg.n_boot, cfg.confidence, cfg.seed)
-        crit.append(Criterion(
-            f"ndcg@{k} improvement, {cfg.confidence:.0%} lower bound", low, 0.0,
-            f"> margin {cfg.margin}", low > cfg.margin,
-            f"mean {mean:+.5f}, bootstrap [{low:+.5f}, {high:+.5f}] over {len(new)} users; "
-            f"challenger {new.mean():.4f} vs champion {old.mean():.4f}",
-        ))  # fmt: skip
+        crit.append(_gain(new, old, cfg, policy))
+        if policy == INCREMENTAL:
+            crit.extend(_slice_gains(new, old, cfg, new_data))
         hr_new, hr_old = _hr(challenger.ranks, k), _hr(champion.ranks, k)
         crit.append(Criterion(f"hr@{k}", hr_new, hr_old, f">= champion - {cfg.hr_tolerance}",
                               hr_new >= hr_old - cfg.hr_tolerance))  # fmt: skip
@@ -224,26 +245,81 @@ def criteria(
     return crit
 
 
+def _gain(new: np.ndarray, old: np.ndarray, cfg: GateConfig, policy: str) -> Criterion:
+    """The overall NDCG@k gain's bootstrap: clearly positive (full), or non-inferior (fine-tune)."""
+    if policy == INCREMENTAL:
+        name, margin = "change (non-inferiority)", cfg.incremental_margin
+    else:
+        name, margin = "improvement", cfg.margin
+    return _slice(f"ndcg@{cfg.k} {name}, {cfg.confidence:.0%} lower bound", new, old, cfg, margin)
+
+
+def _slice_gains(
+    new: np.ndarray, old: np.ndarray, cfg: GateConfig, new_data: np.ndarray | None
+) -> list[Criterion]:
+    """A fine-tune's two slices: better on the users with events since its parent (what it was
+    trained on), and non-inferior on the others (what it must not forget)."""
+    k, conf = cfg.k, f"{cfg.confidence:.0%}"
+    name = f"ndcg@{k} gain on users with new data, {cfg.new_data_confidence:.0%} lower bound"
+    rule = f"> margin {cfg.new_data_margin}"
+    n = 0 if new_data is None else int(np.count_nonzero(new_data))
+    if new_data is None or n < cfg.min_new_users:
+        return [Criterion(name, None, None, rule, False,
+                          f"{n} users with new data, fewer than {cfg.min_new_users}")]  # fmt: skip
+    mask = np.asarray(new_data, dtype=bool)
+    out = [_slice(name, new[mask], old[mask], cfg, cfg.new_data_margin, cfg.new_data_confidence)]
+    if np.count_nonzero(~mask):
+        out.append(_slice(f"ndcg@{k} change on users without new data, {conf} lower bound",
+                          new[~mask], old[~mask], cfg, cfg.incremental_margin))  # fmt: skip
+    return out
+
+
+def _slice(
+    name: str,
+    new: np.ndarray,
+    old: np.ndarray,
+    cfg: GateConfig,
+    margin: float,
+    confidence: float | None = None,
+) -> Criterion:
+    """The bootstrap's lower bound of the NDCG gain on one set of users, above ``margin``."""
+    conf = cfg.confidence if confidence is None else confidence
+    mean, low, high = paired_bootstrap(new, old, cfg.n_boot, conf, cfg.seed)
+    return Criterion(
+        name, low, 0.0, f"> margin {margin}", low > margin,
+        f"mean {mean:+.5f}, bootstrap [{low:+.5f}, {high:+.5f}] over {len(new)} users; "
+        f"challenger {new.mean():.4f} vs champion {old.mean():.4f}",
+    )  # fmt: skip
+
+
 def decide(
     challenger: ModelEvidence,
     champion: ModelEvidence | None,
     cfg: GateConfig,
     force: str | None = None,
     block: str | None = None,
+    policy: str = FULL,
+    new_data: np.ndarray | None = None,
 ) -> Verdict:
-    """The gate. ``force``/``block`` carry an operator's reason and override the criteria
-    (which are still computed and recorded)."""
-    crit = criteria(challenger, champion, cfg)
+    """The gate under ``policy`` (the challenger's mode: ``full`` or ``incremental``).
+    ``force``/``block`` carry an operator's reason and override the criteria (which are still
+    computed and recorded)."""
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")
+    crit = criteria(challenger, champion, cfg, policy, new_data)
     failed = [c.name for c in crit if not c.passed]
+
+    def verdict(promote: bool, reason: str) -> Verdict:
+        return Verdict(promote, reason, crit, policy)
+
     if block:
-        return Verdict(False, f"blocked by operator: {block}", crit)
+        return verdict(False, f"blocked by operator: {block}")
     if force:
-        return Verdict(True, f"forced by operator: {force}", crit)
+        return verdict(True, f"forced by operator: {force}")
     if not challenger.smoke_ok:
-        return Verdict(False, f"infra validation failed: {challenger.smoke_error}", crit)
+        return verdict(False, f"infra validation failed: {challenger.smoke_error}")
     if failed:
-        return Verdict(False, "rejected: " + "; ".join(failed) + " failed", crit)
+        return verdict(False, "rejected: " + "; ".join(failed) + " failed")
     if champion is None:
-        return Verdict(True, "no champion (missing or broken): challenger passes infra validation",
-                       crit)  # fmt: skip
-    return Verdict(True, f"all {len(crit)} criteria passed", crit)
+        return verdict(True, "no champion (missing or broken): challenger passes infra validation")
+    return verdict(True, f"all {len(crit)} criteria passed ({policy} policy)")

@@ -28,6 +28,7 @@ from recsys.registry.tags import (
     GATE_MD,
     PROMOTION,
     TAG_COMPARED_WITH,
+    TAG_DATA_END,
     TAG_DECISION,
     TAG_EVALUATION_SET,
     TAG_FEATURES,
@@ -36,6 +37,7 @@ from recsys.registry.tags import (
     TAG_METRIC,
     TAG_MODE,
     TAG_PARENT,
+    TAG_POLICY,
     TAG_REASON,
     TAG_VERSION,
 )
@@ -184,7 +186,9 @@ def _judge(settings: Settings, reg: Any, challenger: Any, metrics: dict[str, flo
         chal_ev = dataclasses.replace(chal_ev, p95_ms=p95[0])
         if champ_ev is not None:
             champ_ev = dataclasses.replace(champ_ev, p95_ms=p95[1])
-    verdict = decide(chal_ev, champ_ev, gate_cfg, force=force, block=block)
+    policy, new_data = _policy(reg, challenger, fs, split)
+    verdict = decide(chal_ev, champ_ev, gate_cfg, force=force, block=block, policy=policy,
+                     new_data=new_data)  # fmt: skip
     if not champ_version:
         return verdict, {}
     # Replay the champion's recent real requests through the challenger.
@@ -194,6 +198,26 @@ def _judge(settings: Settings, reg: Any, challenger: Any, metrics: dict[str, flo
         ranks["champion"] = champ_ev.ranks
     user_ids = [users[i] for i in split.test_users]
     return verdict, shadow_compare(settings, chal_rec, champ_version, user_ids, ranks, gate_cfg.k)
+
+
+def _policy(reg: Any, challenger: Any, fs: Any, split: Any) -> tuple[str, Any]:
+    """The gate's policy for the challenger's mode, and for a fine-tune one flag per evaluation
+    user: whether they have events since the parent's data (what the fine-tune trained on)."""
+    import datetime as dt
+
+    import numpy as np
+
+    from recsys.release.gate import FULL, INCREMENTAL
+
+    parent = challenger.tags.get(TAG_PARENT, "")
+    if challenger.tags.get(TAG_MODE) != INCREMENTAL or not parent:
+        return FULL, None
+    since = reg.version(parent).tags.get(TAG_DATA_END, "")
+    if not since:  # a parent without its data end: nothing marks the new data
+        return INCREMENTAL, None
+    users = fs.sequences()[0]
+    active = set(fs.sequences(dt.datetime.fromisoformat(since))[0])
+    return INCREMENTAL, np.array([users[i] in active for i in split.test_users], dtype=bool)
 
 
 def _record(reg: Any, settings: Settings, challenger: Any, run_: Any, verdict: Any,
@@ -207,6 +231,7 @@ def _record(reg: Any, settings: Settings, challenger: Any, run_: Any, verdict: A
         TAG_COMPARED_WITH: champ_version,
         TAG_EVALUATION_SET: eval_set,
         TAG_METRIC: f"ndcg_at_{gate_cfg.k}",
+        TAG_POLICY: verdict.policy,
     }
     for c in verdict.criteria:
         key = CRITERION + "".join(ch if ch.isalnum() else "_" for ch in c.name)

@@ -7,7 +7,7 @@ import mlflow
 import pytest
 
 from recsys.config import CHALLENGER, CHAMPION, PipelineConfig, Settings, TrainConfig
-from recsys.data import events, synthetic
+from recsys.data import events, features, synthetic
 from recsys.registry.alias_log import AliasLog
 from recsys.registry.client import Registry
 from recsys.release import pipeline, promote
@@ -168,3 +168,30 @@ def test_training_names_its_device_and_refuses_a_gpu_torch_cannot_see(home):
     with pytest.raises(RuntimeError, match=f"'{missing}' asked for, but torch sees"):
         pipeline.train(dataclasses.replace(home, train_device=missing), "full", WEAK)
     assert len(client.search_runs([experiment])) == before  # no half-made run is left behind
+
+
+def test_a_fine_tune_is_judged_by_the_incremental_policy(tmp_path, store_url):
+    """A fine-tune is judged on what it trained for: the users with events since its parent."""
+    settings = Settings.from_env(
+        {"RECSYS_HOME": str(tmp_path / "home"), "RECSYS_EVENT_STORE_URL": store_url}
+    )
+    store = events.EventStore(settings.event_store_url)
+    store.append(events.prepare_rows(synthetic.generate(n_users=150, n_items=60, days=4)))
+    ingest_days(settings, [0, 1, 2])
+    full = release(settings, PipelineConfig(train=TrainConfig(epochs=3)))
+    assert promote.run(settings, full)["promoted"]  # no champion yet: the fine-tune's parent
+    ingest_days(settings, [3])
+    tuned = pipeline.train(settings, "incremental")
+    pipeline.evaluate(settings, tuned["run_id"])
+    version = pipeline.register(settings, tuned["run_id"])["version"]
+    result = promote.run(settings, version, block="judged, not moved")
+    names = [c["criterion"] for c in result["criteria"]]
+    assert "ndcg@10 change (non-inferiority), 95% lower bound" in names
+    new_data = next(c for c in result["criteria"] if "users with new data" in c["criterion"])
+    users = int(new_data["note"].split(" over ")[1].split()[0])
+    split_users = len(pipeline.split_of(features.load(settings), PipelineConfig()).test_users)
+    assert 0 < users < split_users  # a slice: the users active on day 3 only
+    page = Registry(settings).version(version)
+    assert page.tags["promotion.policy"] == "incremental"
+    assert "Policy: **incremental**" in page.description
+    assert Registry(settings).version(full).tags["promotion.policy"] == "full"

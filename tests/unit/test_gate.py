@@ -163,3 +163,63 @@ def test_config_file_loads_and_rejects_unknown_or_invalid_keys(tmp_path):
     good = tmp_path / "g.toml"
     good.write_text("[gate]\nmargin = 0.002\n")
     assert GateConfig.load(good).margin == 0.002
+
+
+def new_data_mask(share: float = 0.3, seed: int = 4) -> np.ndarray:
+    return np.random.default_rng(seed).random(N) < share
+
+
+def test_a_fine_tune_better_on_its_new_data_and_even_elsewhere_is_promoted(champion):
+    mask = new_data_mask()
+    ranks = champion.ranks.copy()
+    ranks[mask & (np.random.default_rng(2).random(N) < 0.15)] = 0  # better on the new data only
+    tuned = evidence(ranks)
+    # The full policy wants a clear overall gain, which a gain on 30% of the users may not give.
+    full = decide(tuned, champion, dataclasses.replace(CFG, margin=0.05))
+    assert not full.promote and full.policy == "full"
+    verdict = decide(tuned, champion, CFG, policy="incremental", new_data=mask)
+    assert verdict.promote, verdict.reason
+    names = [c.name for c in verdict.criteria]
+    assert "ndcg@10 change (non-inferiority), 95% lower bound" in names
+    assert "ndcg@10 gain on users with new data, 80% lower bound" in names
+    assert "ndcg@10 change on users without new data, 95% lower bound" in names
+    assert "incremental" in verdict.table() and "(incremental policy)" in verdict.reason
+
+
+def test_a_fine_tune_is_rejected_when_it_forgets_or_learns_nothing_new(champion):
+    mask = new_data_mask()
+    # Better on the new data, much worse on the old users: it forgot.
+    forgot = champion.ranks.copy()
+    forgot[mask] = 0
+    forgot[~mask] += 30
+    verdict = decide(evidence(forgot), champion, CFG, policy="incremental", new_data=mask)
+    assert not verdict.promote
+    assert [c.name for c in verdict.criteria if not c.passed][-1].startswith(
+        "ndcg@10 change on users without new data"
+    ), verdict.reason
+    # Equal everywhere: non-inferior, but not better on the new data.
+    same = decide(evidence(champion.ranks.copy()), champion, CFG, policy="incremental",
+                  new_data=mask)  # fmt: skip
+    assert not same.promote and "gain on users with new data" in same.reason
+    # Too few users with new data to show anything: rejected, and the table says why.
+    few = np.zeros(N, dtype=bool)
+    few[: CFG.min_new_users - 1] = True
+    better = evidence(better_than(champion, 0.3))
+    short = decide(better, champion, CFG, policy="incremental", new_data=few)
+    assert not short.promote
+    assert "fewer than 10" in [c.note for c in short.criteria if not c.passed][0]
+
+
+def test_a_fine_tune_slightly_worse_overall_passes_only_within_the_margin(champion):
+    mask = new_data_mask()
+    ranks = champion.ranks.copy()
+    ranks[mask & (champion.ranks > 0)] = 0  # every new-data user now at rank 0
+    old_user = np.flatnonzero(~mask & (champion.ranks == 9))[0]
+    ranks[old_user] = 10  # one old-data hit at rank 9 lost: a small change, within the margin
+    tuned = evidence(ranks)
+    assert decide(tuned, champion, CFG, policy="incremental", new_data=mask).promote
+    strict = dataclasses.replace(CFG, incremental_margin=0.0)
+    verdict = decide(tuned, champion, strict, policy="incremental", new_data=mask)
+    assert not verdict.promote and "users without new data" in verdict.reason
+    with pytest.raises(ValueError, match="policy"):
+        decide(tuned, champion, CFG, policy="weekly")
