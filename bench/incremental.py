@@ -6,6 +6,7 @@
     .venv/bin/python bench/incremental.py --end 1998-04-02     # the busiest week instead
     .venv/bin/python bench/incremental.py --seeds 3            # seeds 42-44, mean and spread
     .venv/bin/python bench/incremental.py --warm-shrink 1.0    # fine-tunes without the shrink
+    .venv/bin/python bench/incremental.py --gate               # (e): the loop the product runs
 
 The ratings are replayed in time order, one interval per UTC day. Each of the last ``--days``
 days up to ``--end`` (by default the data's last day) that has events is predicted event by event
@@ -22,6 +23,12 @@ before the day:
                   users (``mix_replay``)
     (c) frozen    the same periodic full retrains only
     (d) popular   counts of all events before the day
+    (e) gated     with ``--gate``, the loop as the product runs it: each day's retrain or
+                  fine-tune (warm-started from the live model, on the users active since the
+                  live model's data) goes through the real promotion gate
+                  (``recsys.release.gate.decide`` with ``promotion.toml``, on the challenger's
+                  leave-last-out test items, full policy for retrains, incremental for
+                  fine-tunes), and the day is served by whatever the gate left as champion
 
 Full retrains use ``leave_last_out(sequences, min_events=3)`` as the pipeline does (the last item
 of each user is held out, the one before it selects the checkpoint). Items are numbered by first
@@ -33,6 +40,9 @@ weeks of (b) against (c) take minutes rather than an hour.
 "(b) clearly beats (c)" is judged by the per-event NDCG@k difference: a paired bootstrap over users
 (their events are not independent) gives one-sided 95% bounds, and "better" means the lower bound
 is above 0. Logged to the MLflow experiment ``bench-incremental`` unless ``--no-mlflow``.
+With ``--gate`` it also prints the lines scripts read: ``fine-tunes promoted: P of N``,
+``live model mean age: H h`` (per served event: its time minus the end of the live model's
+training data) and ``live NDCG@10: gated G, weekly only C, daily full A``.
 """
 
 from __future__ import annotations
@@ -61,7 +71,15 @@ from recsys.data.splits import (
 )
 from recsys.evaluation.metrics import hit_rate_at_k, ndcg_at_k, popularity_scores, rank_targets
 from recsys.model.sasrec import Checkpoint, build_model, score_contexts
-from recsys.release.gate import ndcg_per_user, paired_bootstrap
+from recsys.release.gate import (
+    FULL,
+    INCREMENTAL,
+    GateConfig,
+    Verdict,
+    decide,
+    ndcg_per_user,
+    paired_bootstrap,
+)
 from recsys.training.loop import TrainResult, train
 
 DAY = 86_400  # seconds in a UTC day
@@ -71,6 +89,7 @@ STRATEGIES = {
     "finetune": "(b) retrain + fine-tunes",
     "frozen": "(c) retrain only",
     "popular": "(d) popularity",
+    "gated": "(e) gated loop",
 }
 
 
@@ -132,6 +151,8 @@ class Replay:
     shared_seconds: float = 0.0  # the periodic full retrains, counted in (a), (b) and (c)
     curves: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
     n_repeats: int = 0
+    ages: list[np.ndarray] = dataclasses.field(default_factory=list)  # (e): hours, per event
+    decisions: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # (e): per day
 
 
 def active_users(histories: list[list[tuple[int, int]]], start: int, end: int) -> set[int]:
@@ -154,6 +175,43 @@ def fine_tune(
     if not any(len(s) >= 2 for s in split.train):
         return None, 0
     return train(split, n_known, model_cfg, ft_cfg, init=init), len(split.train)
+
+
+def judge(
+    challenger: Checkpoint,
+    champion: Checkpoint | None,
+    train: list[list[int]],
+    n_known: int,
+    cfg: GateConfig,
+    new_data: set[int] | None,
+    min_events: int,
+) -> Verdict:
+    """The real gate on the day's frozen evaluation set: the leave-last-out test items of
+    everything before the day, scored through the serving class, both models timed together.
+    ``new_data``: the users active since the champion's data (a fine-tune); None for a retrain."""
+    from recsys.model.recommender import Recommender
+    from recsys.release.evidence import gather, latency_p95_ms, latency_sample
+
+    split = leave_last_out(train, min_events)
+    item_ids = [str(i) for i in range(1, n_known + 1)]
+    recs = [Recommender(c, item_ids) for c in (challenger, champion) if c is not None]
+    evidence = [gather(r, split, item_ids, cfg) for r in recs]
+    p95 = latency_p95_ms(recs, latency_sample(split, item_ids, cfg.seed), cfg.k)
+    evidence = [dataclasses.replace(e, p95_ms=t) for e, t in zip(evidence, p95, strict=True)]
+    mask = None
+    if new_data is not None:
+        mask = np.array([u in new_data for u in split.test_users], dtype=bool)
+    policy = FULL if new_data is None else INCREMENTAL
+    champ = evidence[1] if champion is not None else None
+    return decide(evidence[0], champ, cfg, policy=policy, new_data=mask)
+
+
+def case_hours(
+    histories: list[list[tuple[int, int]]], cases: NextIntervalSplit, since: int
+) -> np.ndarray:
+    """Each case's event time minus ``since`` (seconds), in hours: the served model's age."""
+    times = [histories[u][len(c)][1] for u, c in zip(cases.users, cases.contexts, strict=True)]
+    return (np.asarray(times, dtype=float) - since) / 3600.0
 
 
 def day_row(
@@ -212,19 +270,24 @@ def replay(
     retrain_every: int = 7,
     daily_full: bool = True,
     end_day: int | None = None,
+    gate: GateConfig | None = None,
 ) -> Replay:
     """Replay the ``days`` UTC days up to ``end_day`` (days since the epoch, inclusive; the
     data's last day if None) that have events, training and scoring each day.
 
     Every ``retrain_every``-th day (the first included) all three models take that day's full
     retrain; (b) fine-tunes from it on the days between, (c) keeps it. Without ``daily_full``
-    only those periodic retrains run and (a) is left out.
+    only those periodic retrains run and (a) is left out. With ``gate``, (e) runs too.
     """
     n_total = len(first_seen)
     window = replay_days(histories, days, end_day)
     out = Replay()
     if not daily_full:
         del out.ranks["full"]
+    if gate is None:
+        del out.ranks["gated"]
+    live: Checkpoint | None = None  # (e): what the gate left as champion...
+    live_start = 0  # ...and the end of its training data (seconds)
     first: Checkpoint | None = None  # the latest periodic full retrain
     tuned: Checkpoint | None = None  # the latest fine-tune (or periodic retrain)
     prev_start = 0
@@ -242,6 +305,7 @@ def replay(
             out.seconds["full"] += full.seconds
             out.tokens["full"] += full.tokens
         ft, n_seqs, active = None, 0, set()
+        parent_b = tuned  # (b)'s fine-tune of the day warm-starts from this
         if retrain:
             assert full is not None
             first = tuned = full.checkpoint
@@ -262,10 +326,41 @@ def replay(
                 out.seconds["finetune"] += ft.seconds
                 out.tokens["finetune"] += ft.tokens
                 out.curves[f"finetune_{date}"] = ft.history
+        if gate is not None:
+            parent_is_b = ft is not None and live is parent_b and live_start == prev_start
+            cand, new_data = full, None  # a retrain day: the retrain is the challenger
+            if not retrain:
+                new_data = active_users(histories, live_start, start)
+                cand = ft if parent_is_b else None  # the same fine-tune as (b)'s: reuse it
+                if cand is None:
+                    seed = ft_cfg.seed + step
+                    cand, _ = fine_tune(
+                        cases, new_data, n_known, model_cfg, ft_cfg, seed, min_events, live
+                    )
+            out.seconds["gated"] += cand.seconds if cand else 0.0
+            out.tokens["gated"] += cand.tokens if cand else 0
+            decision = {"day": date, "challenger": "retrain" if retrain else "fine-tune"}
+            if cand is None:
+                decision |= {"promoted": False, "reason": "nothing to fine-tune on"}
+            else:
+                verdict = judge(cand.checkpoint, live, cases.train, n_known, gate, new_data,
+                                min_events)  # fmt: skip
+                decision |= {"promoted": verdict.promote, "reason": verdict.reason,
+                             "policy": verdict.policy}  # fmt: skip
+                if verdict.promote:
+                    live, live_start = cand.checkpoint, start
+            out.decisions.append(decision)
+            assert live is not None
+            out.ages.append(case_hours(histories, cases, live_start))
+            print(f"  {date} gate: {decision['challenger']} "
+                  f"{'PROMOTED' if decision['promoted'] else 'rejected'}: {decision['reason']}",
+                  flush=True)  # fmt: skip
         ranks = {"full": model_ranks(full.checkpoint, cases, n_total)} if full else {}
         ranks["finetune"] = ranks["full"] if retrain else model_ranks(tuned, cases, n_total)
         ranks["frozen"] = ranks["full"] if retrain else model_ranks(first, cases, n_total)
         ranks["popular"] = popular_ranks(cases, n_known, n_total)
+        if gate is not None:
+            ranks["gated"] = model_ranks(live, cases, n_total)
         ranks = {s: ranks[s] for s in out.ranks}  # (a) only when it ran every day
         for s, r in ranks.items():
             out.ranks[s].append(r)
@@ -330,16 +425,48 @@ def summarise(result: Replay, k: int) -> tuple[list[dict[str, Any]], dict[str, f
     # from a paired bootstrap that resamples users (a user's events are not independent).
     users = np.concatenate(result.users)
     per_event = {s: ndcg_per_user(np.concatenate(r), k) for s, r in result.ranks.items()}
-    for other in [s for s in ("frozen", "full") if s in per_event]:
+    pairs = [("finetune", s) for s in ("frozen", "full") if s in per_event]
+    pairs += [("gated", s) for s in ("frozen", "full") if "gated" in per_event and s in per_event]
+    for mine, other in pairs:
         mean, low, high = paired_bootstrap(
-            per_event["finetune"], per_event[other], BOOT, 0.95, seed=0, groups=users
+            per_event[mine], per_event[other], BOOT, 0.95, seed=0, groups=users
         )
         ratios |= {
-            f"ndcg_gain_finetune_vs_{other}": mean,
-            f"ndcg_gain_finetune_vs_{other}_low": low,
-            f"ndcg_gain_finetune_vs_{other}_high": high,
+            f"ndcg_gain_{mine}_vs_{other}": mean,
+            f"ndcg_gain_{mine}_vs_{other}_low": low,
+            f"ndcg_gain_{mine}_vs_{other}_high": high,
+        }
+    if "gated" in result.ranks:
+        tunes = [d for d in result.decisions if d["challenger"] == "fine-tune" and "policy" in d]
+        ratios |= {
+            "gated.finetunes": float(len(tunes)),
+            "gated.finetunes_promoted": float(sum(d["promoted"] for d in tunes)),
+            "gated.live_mean_age_h": float(np.concatenate(result.ages).mean()),
         }
     return rows, ratios
+
+
+def print_gate(result: Replay, ratios: dict[str, float], k: int) -> None:
+    """(e)'s decisions, and the three lines that scripts read."""
+    print(f"\n{'day':<12}{'challenger':<11}{'decision':<10}reason")
+    for d in result.decisions:
+        word = "PROMOTED" if d["promoted"] else "rejected"
+        print(f"{d['day']:<12}{d['challenger']:<11}{word:<10}{d['reason']}")
+    ndcg = {s: ndcg_at_k(np.concatenate(r), k) for s, r in result.ranks.items()}
+    for other, label in (("frozen", "(e)-(c)"), ("full", "(e)-(a)")):
+        gain = f"ndcg_gain_gated_vs_{other}"
+        if gain in ratios:
+            low, high = ratios[f"{gain}_low"], ratios[f"{gain}_high"]
+            verdict = "better" if low > 0 else "worse" if high < 0 else "not clearly different"
+            print(f"{label} NDCG@{k} per event: {ratios[gain]:+.4f}, 95% bounds [{low:+.4f}, "
+                  f"{high:+.4f}] (paired bootstrap over users): {verdict}")  # fmt: skip
+    print(
+        f"fine-tunes promoted: {int(ratios['gated.finetunes_promoted'])} of "
+        f"{int(ratios['gated.finetunes'])}\n"
+        f"live model mean age: {ratios['gated.live_mean_age_h']:.1f} h\n"
+        f"live NDCG@{k}: gated {ndcg['gated']:.4f}, weekly only {ndcg['frozen']:.4f}, "
+        f"daily full {ndcg.get('full', float('nan')):.4f}"
+    )
 
 
 def print_tables(
@@ -370,7 +497,13 @@ def print_tables(
             f"{label} NDCG@{k} per event: {ratios[gain]:+.4f}, 95% bounds [{low:+.4f}, "
             f"{high:+.4f}] (paired bootstrap over users): {verdict}"
         )
-    names = {"full": "full", "finetune": "ft", "frozen": "frozen", "popular": "pop"}
+    names = {
+        "full": "full",
+        "finetune": "ft",
+        "frozen": "frozen",
+        "popular": "pop",
+        "gated": "gated",
+    }
     names = {s: n for s, n in names.items() if f"ndcg_{s}" in days[0]}
     head = "".join(f"{'ndcg ' + n:>12}" for n in names.values())
     head += "".join(f"{'hr ' + n:>10}" for n in names.values())
@@ -412,6 +545,10 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "recsys-bench")
     parser.add_argument("--no-mlflow", action="store_true", help="print only, log nothing")
+    parser.add_argument(
+        "--gate", action="store_true",
+        help="(e): every retrain and fine-tune goes through the promotion gate (promotion.toml)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.days < 1 or args.retrain_every < 1 or args.seeds < 1:
         parser.error("--days, --retrain-every and --seeds must be >= 1")
@@ -477,14 +614,17 @@ def run_seed(args: argparse.Namespace, histories: list[list[tuple[int, int]]],
              full_cfg: TrainConfig, ft_cfg: TrainConfig,
              min_events: int) -> dict[str, float]:  # fmt: skip
     """Replay the window with one seed's configs, print its tables, log it; its metrics."""
+    gate = GateConfig.load() if args.gate else None
     print(f"\nfull {full_cfg}\nfinetune {ft_cfg}", flush=True)
     t0 = time.perf_counter()
     result = replay(
         histories, first_seen, args.days, model_cfg, full_cfg, ft_cfg, args.k, min_events,
-        args.retrain_every, not args.no_daily_full, end_day,
+        args.retrain_every, not args.no_daily_full, end_day, gate,
     )  # fmt: skip
     summary, ratios = summarise(result, args.k)
     print_tables(summary, ratios, result.rows, args.k)
+    if gate is not None:
+        print_gate(result, ratios, args.k)
     print(f"\nrepeat events dropped: {result.n_repeats}; wall {time.perf_counter() - t0:.0f}s")
     metrics = dict(ratios)
     for s, row in zip(result.ranks, summary, strict=True):
@@ -497,14 +637,16 @@ def run_seed(args: argparse.Namespace, histories: list[list[tuple[int, int]]],
         "days": args.days, "end": str(args.end or "last"), "k": args.k,
         "min_events": min_events,
         "retrain_every": args.retrain_every, "daily_full": not args.no_daily_full,
+        "gate": args.gate,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu",
         **{f"model.{f}": v for f, v in dataclasses.asdict(model_cfg).items()},
         **{f"full.{f}": v for f, v in dataclasses.asdict(full_cfg).items()},
         **{f"finetune.{f}": v for f, v in dataclasses.asdict(ft_cfg).items()},
     }  # fmt: skip
-    run_id = log_benchmark(
-        "incremental", params, metrics, {"summary": summary, "per_day": result.rows}, result.curves
-    )
+    tables = {"summary": summary, "per_day": result.rows}
+    if result.decisions:
+        tables["gate_decisions"] = result.decisions
+    run_id = log_benchmark("incremental", params, metrics, tables, result.curves)
     print(f"logged to MLflow experiment bench-incremental, run {run_id}")
     return metrics
 
