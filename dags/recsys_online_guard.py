@@ -7,6 +7,10 @@ more than the configured share with significance (`[online]` in
 `recsys/release/promotion.toml`). Its 5% is spent over the hourly looks, so a version no worse is
 rolled back at most 5% of the time however long it stays live. The rollback is recorded in the
 alias log like any other move (`recsys registry history`).
+
+Its **freshness check** fails the run (red, no retries) while the live model's training data trails
+the newest validated data by more than `[freshness] max_lag_hours` (48 h by default: for example
+two days of rejected fine-tunes). `recsys registry` and the API's `/health` show the same lag.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag
 
-from recsys.dag_tasks import online_guard
+from recsys.dag_tasks import freshness_check, online_guard
 
 
 @dag(
@@ -31,6 +35,7 @@ from recsys.dag_tasks import online_guard
 )
 def recsys_online_guard() -> None:
     online_guard()
+    freshness_check()  # independent: a stale model must not stop the rollback check
 
 
 recsys_online_guard()

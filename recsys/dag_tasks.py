@@ -163,3 +163,17 @@ def online_guard() -> dict[str, Any]:
     from recsys.release import online_guard as guard
 
     return guard.check(_settings())  # logs a warning, and records the move, when it rolls back
+
+
+@task
+def freshness_check() -> dict[str, Any]:
+    """Fail, without retries, while the live model trails the newest validated data by more than
+    ``[freshness] max_lag_hours``: the run turns red until a fine-tune or retrain is promoted."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from recsys.release import freshness
+
+    try:
+        return freshness.check(_settings())
+    except freshness.StaleModelError as err:
+        raise AirflowFailException(str(err)) from err

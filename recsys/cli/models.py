@@ -71,9 +71,11 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_registry(args: argparse.Namespace, settings: Settings) -> None:
     from recsys.registry.listing import format_registry, registry_rows
+    from recsys.release import freshness
 
     rows = registry_rows(settings)
-    print_result(rows, args.json, format_registry(rows) if rows else ["no model versions yet"])
+    lines = format_registry(rows) + ["", freshness.live(settings).line()]
+    print_result(rows, args.json, lines if rows else ["no model versions yet"])
 
 
 def _alias_log(settings: Settings, alias: str) -> Any:

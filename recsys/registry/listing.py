@@ -6,7 +6,15 @@ from typing import Any
 
 from recsys.config import Settings
 from recsys.registry.client import Registry
-from recsys.registry.tags import POPULARITY, TAG_DECISION, TAG_FEATURES, TAG_MODE, TAG_PARENT, TEST
+from recsys.registry.tags import (
+    POPULARITY,
+    TAG_DATA_END,
+    TAG_DECISION,
+    TAG_FEATURES,
+    TAG_MODE,
+    TAG_PARENT,
+    TEST,
+)
 
 
 def registry_rows(settings: Settings) -> list[dict[str, Any]]:
@@ -25,6 +33,7 @@ def registry_rows(settings: Settings) -> list[dict[str, Any]]:
                 "popularity_ndcg_at_10": v.tags.get(f"{POPULARITY}ndcg_at_10", ""),
                 "decision": v.tags.get(TAG_DECISION, ""),
                 "features": v.tags.get(TAG_FEATURES, ""),
+                "data_end": v.tags.get(TAG_DATA_END, ""),  # its data watermark
             }
         )
     return rows

@@ -40,7 +40,8 @@ from recsys.config import ServingConfig, Settings
 from recsys.data.events import REQUEST_ID, EventStore, prepare_rows
 from recsys.data.impressions import Impression, ImpressionLog
 from recsys.model.recommender import EXPLORE, MODEL, Ranked, blend, request_seed
-from recsys.serving.champion import ChampionHolder, Loaded
+from recsys.release.freshness import Freshness, FreshnessConfig
+from recsys.serving.champion import ChampionHolder, Loaded, NewestData
 from recsys.serving.feedback import Popularity, RecentEvents, merge_history
 from recsys.serving.metrics import Metrics, exposition
 from recsys.serving.schemas import (
@@ -133,6 +134,8 @@ class Services:
     impressions: ImpressionLog
     metrics: Metrics
     reader: StoreReader
+    newest: NewestData
+    max_lag_hours: float
 
     def model(self) -> Loaded:
         """The model for one whole request, whatever swaps happen meanwhile."""
@@ -198,6 +201,8 @@ def create_app(
         impressions=ImpressionLog(store.engine, cfg.impression_queue),
         metrics=Metrics(),
         reader=StoreReader(store, cfg.store_retry_s),
+        newest=NewestData(settings),
+        max_lag_hours=FreshnessConfig.load().max_lag_hours,
     )
     stop = threading.Event()
 
@@ -308,6 +313,12 @@ def _operations_routes(app: FastAPI, svc: Services) -> None:
             "last_error": holder.last_error,
             "last_error_at": holder.last_error_at.isoformat() if holder.last_error_at else None,
             "trending_items": len(svc.popularity.current.items),
+            "freshness": Freshness.of(
+                loaded.version if loaded else None,
+                loaded.data_end if loaded else None,
+                svc.newest.get(),
+                svc.max_lag_hours,
+            ).as_dict(),
             "impressions": {
                 "queued": impressions.queued,
                 "written": impressions.written,

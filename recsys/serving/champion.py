@@ -11,6 +11,7 @@ from pathlib import Path
 
 from recsys.config import CHAMPION, Settings
 from recsys.model.recommender import Recommender
+from recsys.registry.tags import TAG_DATA_END
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,31 @@ log = logging.getLogger(__name__)
 class Loaded:
     version: str
     recommender: Recommender
+    data_end: str | None = None  # the version's data watermark (its snapshot's last ingested_at)
+
+
+class NewestData:
+    """The newest validated data's watermark, read from the lake at most every ``ttl_s``."""
+
+    def __init__(self, settings: Settings, ttl_s: float = 30.0) -> None:
+        self.settings, self.ttl_s = settings, ttl_s
+        self._value: str | None = None
+        self._read_at = -float("inf")
+
+    def get(self) -> str | None:
+        import time
+
+        from recsys.release.freshness import newest_validated
+
+        now = time.monotonic()
+        if now - self._read_at >= self.ttl_s:
+            try:
+                self._value = newest_validated(self.settings)
+            except Exception as err:  # a lake this process cannot read: unknown, not a crash
+                log.warning("newest validated data unknown: %s", err)
+                self._value = None
+            self._read_at = now
+        return self._value
 
 
 class ChampionHolder:
@@ -58,7 +84,8 @@ class ChampionHolder:
                 self.reload_errors += 1
                 log.exception("could not load the champion; keeping the current model")
                 return False
-            self.current = Loaded(str(champion.version), recommender)  # atomic swap
+            data_end = champion.tags.get(TAG_DATA_END)
+            self.current = Loaded(str(champion.version), recommender, data_end)  # atomic swap
             self.reloads += 1
             self.last_error = None
             log.info("serving %s version %s", self.settings.registered_model, champion.version)

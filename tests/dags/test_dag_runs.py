@@ -44,9 +44,10 @@ def _ingest(dagbag, day: int):
     return run
 
 
-def test_ingest_retrain_finetune_loop(airflow_db, settings, dagbag):
+def test_ingest_retrain_finetune_loop(airflow_db, settings, dagbag, tmp_path, monkeypatch):
     from recsys.config import CHAMPION
     from recsys.registry.client import Registry
+    from recsys.release.freshness import DEFAULT_CONFIG
 
     store = events.EventStore(settings.event_store_url)
     store.append(events.prepare_rows(synthetic.generate(n_users=120, n_items=80, days=5)))
@@ -70,6 +71,19 @@ def test_ingest_retrain_finetune_loop(airflow_db, settings, dagbag):
     assert _states(run)["train"] == "skipped"  # no data newer than the champion's yet
 
     assert _ingest(dagbag, 4).state == "success"
+    # The champion now trails the newest validated data by a day: within the 48 h objective...
+    guard = dagbag.dags["recsys_online_guard"]
+    run = guard.test()
+    assert run.state == "success", _states(run)
+    # ...but not within 12 h: the guard's run fails, visibly, while the rollback check still ran.
+    strict = DEFAULT_CONFIG.read_text().replace("max_lag_hours = 48.0", "max_lag_hours = 12.0")
+    (tmp_path / "promotion.toml").write_text(strict)
+    monkeypatch.setenv("RECSYS_PROMOTION_CONFIG", str(tmp_path / "promotion.toml"))
+    run = guard.test()
+    assert run.state == "failed"
+    assert _states(run) == {"online_guard": "success", "freshness_check": "failed"}
+    monkeypatch.delenv("RECSYS_PROMOTION_CONFIG")
+
     run = dagbag.dags["recsys_incremental_finetune"].test()
     assert run.state == "success" and set(_states(run).values()) == {"success"}, _states(run)
     versions = reg.versions()

@@ -99,8 +99,10 @@ def test_the_online_guard_rolls_back_in_the_training_pool(dagbag):
     """Its rollback moves champion: it must not run while a promotion does."""
     from recsys.config import TRAINING_POOL
 
-    (guard,) = dagbag.dags["recsys_online_guard"].tasks
-    assert guard.pool == TRAINING_POOL
+    tasks = {t.task_id: t for t in dagbag.dags["recsys_online_guard"].tasks}
+    assert set(tasks) == {"online_guard", "freshness_check"}
+    assert tasks["online_guard"].pool == TRAINING_POOL
+    assert not tasks["freshness_check"].upstream_task_ids  # a stale model must not stop it
 
 
 def test_ingest_builds_features_in_date_order_and_collects_in_parallel(dagbag):

@@ -95,6 +95,10 @@ def test_import_ingest_train_promote(settings, tmp_path):
 
     (row,) = json.loads(_recsys(settings, "registry", "--json").stdout)
     assert set(row["aliases"]) == {"champion", "challenger"} and row["decision"] == "promoted"
+    assert row["data_end"]  # its data watermark...
+    table = _recsys(settings, "registry").stdout  # ...against the newest validated data's
+    assert "freshness: live model v1 trained to data of " in table
+    assert "0.0 h behind (objective 48 h: ok)" in table
     (move,) = json.loads(_recsys(settings, "registry", "history", "--json").stdout)
     assert (move["kind"], move["from_version"], move["to_version"]) == ("promote", None, "1")
     assert move["actor"].startswith("cli:") and "no champion" in move["reason"]

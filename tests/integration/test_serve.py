@@ -355,6 +355,24 @@ def test_switches_model_version_after_the_alias_moves(client, served):
     assert client.get("/health").json()["reloads"] == 2
 
 
+def test_health_shows_the_live_models_lag_behind_the_newest_validated_data(client, served):
+    settings, v1, v2 = served
+    reg = Registry(settings)
+    newest = dt.datetime.fromisoformat(features.load(settings).manifest["last_ingested_at"])
+    trained_to = dt.datetime.fromisoformat(reg.version(v1).tags["recsys.data_last_ingested_at"])
+    lag = (newest - trained_to).total_seconds() / 3600
+    assert lag > 12  # v1 was trained before day 2 was ingested
+    fresh = client.get("/health").json()["freshness"]
+    assert fresh["version"] == v1 and fresh["lag_hours"] == pytest.approx(lag, abs=0.01)
+    assert dt.datetime.fromisoformat(fresh["newest_data"]) == newest
+    assert fresh["max_lag_hours"] == 48.0
+    assert fresh["ok"] is True
+    reg.set_alias(CHAMPION, v2)  # trained on everything validated so far
+    assert client.app.state.holder.refresh() is True
+    fresh = client.get("/health").json()["freshness"]
+    assert (fresh["version"], fresh["lag_hours"], fresh["ok"]) == (v2, 0.0, True)
+
+
 def _wait_for(condition, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
