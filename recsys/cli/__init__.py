@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from recsys.cli import data, models, serving
+from recsys.cli import ab, data, models, serving
 from recsys.config import Settings
 
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     data.add_commands(sub)
     models.add_commands(sub)
+    ab.add_commands(sub)
     serving.add_commands(sub)
     return parser
 

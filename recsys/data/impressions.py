@@ -51,6 +51,7 @@ impressions_table = sa.Table(
     sa.Column("items", sa.Text(), nullable=False),  # JSON list of item ids, in served order
     sa.Column("cold_start", sa.Boolean(), nullable=False),  # the popularity list was served
     sa.Column("served_at", sa.DateTime(), nullable=False, index=True),  # naive UTC
+    sa.Column("arm", sa.String(16), nullable=True),  # an A/B test's arm; None: no test running
 )
 
 
@@ -62,6 +63,7 @@ class Impression:
     items: tuple[str, ...]
     served_at: dt.datetime  # naive UTC
     cold_start: bool = False
+    arm: str | None = None  # "champion" or "candidate" during an A/B test
 
     def row(self) -> dict[str, Any]:
         """The table row. Spelled out: ``dataclasses.asdict`` deep-copies, and the writer thread
@@ -73,6 +75,7 @@ class Impression:
             "items": json.dumps(list(self.items)),
             "cold_start": self.cold_start,
             "served_at": self.served_at,
+            "arm": self.arm,
         }
 
 
@@ -146,14 +149,16 @@ def read(engine: sa.Engine, start: dt.datetime, end: dt.datetime) -> list[Impres
     """Impressions served in ``[start, end)``."""
     t = impressions_table.c
     query = (
-        sa.select(t.request_id, t.user_id, t.model_version, t["items"], t.served_at, t.cold_start)
+        sa.select(
+            t.request_id, t.user_id, t.model_version, t["items"], t.served_at, t.cold_start, t.arm
+        )
         .where(t.served_at >= utc_naive(start), t.served_at < utc_naive(end))
         .order_by(t.served_at, t.request_id)
     )
     with engine.connect() as conn:
         return [
-            Impression(rid, user, version, tuple(json.loads(items)), served, bool(cold))
-            for rid, user, version, items, served, cold in conn.execute(query)
+            Impression(rid, user, version, tuple(json.loads(items)), served, bool(cold), arm)
+            for rid, user, version, items, served, cold, arm in conn.execute(query)
         ]
 
 
@@ -169,6 +174,21 @@ def read_clicks(engine: sa.Engine, start: dt.datetime, end: dt.datetime) -> list
         return [Click(*row) for row in conn.execute(query)]
 
 
+def open_engine(store_url: str) -> sa.Engine:
+    """The event store's engine with the impressions table there, as this release writes it."""
+    store = EventStore(store_url)
+    prepare(store.engine)
+    return store.engine
+
+
+def prepare(engine: sa.Engine) -> None:
+    """Create the table, or add the columns a table of an older release lacks."""
+    from recsys.data.events import add_missing_columns
+
+    metadata.create_all(engine)
+    add_missing_columns(engine, impressions_table)
+
+
 def ctr_by_version(
     store_url: str,
     start: dt.datetime,
@@ -180,7 +200,7 @@ def ctr_by_version(
     (``impressions``, ``clicked``, ``clicks``, ``ctr``) for XCom. Clicks up to ``window`` after
     ``end`` count, so run it for an interval once ``end + window`` has passed."""
     store = EventStore(store_url)
-    metadata.create_all(store.engine)
+    prepare(store.engine)
     try:
         shown = read(store.engine, start, end)
         clicks = read_clicks(store.engine, start - CLOCK_SKEW, end + window)
@@ -211,7 +231,7 @@ class ImpressionLog:
         self, engine: sa.Engine, capacity: int = 10_000, linger_s: float = LINGER_S
     ) -> None:
         self.engine, self.capacity, self.linger_s = engine, capacity, linger_s
-        metadata.create_all(engine)
+        prepare(engine)
         self.written = self.dropped = self.failed = 0
         self._queue: deque[Impression] = deque()
         self._busy = 0  # impressions taken from the queue and not yet written

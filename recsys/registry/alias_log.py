@@ -34,8 +34,9 @@ logger = logging.getLogger(__name__)
 
 # Kinds of moves (they change the version) and of holds (they block or unblock promotions).
 PROMOTE, FORCE, ROLLBACK, EXTERNAL = "promote", "force", "rollback", "external"
+END = "end"  # an alias removed on purpose (an A/B test's candidate, once decided)
 BLOCK, UNBLOCK = "block", "unblock"
-MOVE_KINDS = (PROMOTE, FORCE, ROLLBACK, EXTERNAL)
+MOVE_KINDS = (PROMOTE, FORCE, ROLLBACK, EXTERNAL, END)
 HOLD_KINDS = (BLOCK, UNBLOCK)
 
 SQLITE_TIMEOUT_S = 30  # how long a SQLite writer waits for another one's lock
@@ -211,8 +212,8 @@ class AliasLog:
         """
         if kind not in MOVE_KINDS:
             raise ValueError(f"kind must be one of {', '.join(MOVE_KINDS)}, not {kind!r}")
-        if to_version is None and kind != EXTERNAL:
-            raise ValueError("only an external move may remove an alias")
+        if (to_version is None) != (kind == END) and kind != EXTERNAL:
+            raise ValueError("an end move removes an alias, and only it (or an external move)")
         if to_version == expected_from:
             raise ValueError(f"{alias} already holds {label(to_version)}: nothing to move")
         _check_reason(reason)

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 
 from recsys.config import CHAMPION
 from recsys.registry.alias_log import (
+    END,
     EXTERNAL,
     PROMOTE,
     ROLLBACK,
@@ -127,6 +128,14 @@ def _late_write(log: AliasLog, head: Move | None, in_mlflow: str | None) -> bool
     return in_mlflow in {m.to_version for m in log.history(head.alias) if m.id < head.id}
 
 
+def _apply(reg: Registry, alias: str, version: str | None) -> None:
+    """Set ``alias`` in MLflow, or remove it for None."""
+    if version is None:
+        reg.delete_alias(alias)
+    else:
+        reg.set_alias(alias, version)
+
+
 def _reconcile(reg: Registry, log: AliasLog, alias: str, by: str | None = None) -> Move | None:
     """Bring the log in step with MLflow; returns the move it finished or recorded, if any.
 
@@ -140,7 +149,7 @@ def _reconcile(reg: Registry, log: AliasLog, alias: str, by: str | None = None) 
     if head is not None and head.pending:
         if in_mlflow == head.from_version:
             logger.info("finishing the interrupted move #%s of %s", head.id, alias)
-            reg.set_alias(alias, head.to_version)
+            _apply(reg, alias, head.to_version)
             return log.confirm(head.id)
         if in_mlflow == head.to_version:
             return log.confirm(head.id)
@@ -152,7 +161,7 @@ def _reconcile(reg: Registry, log: AliasLog, alias: str, by: str | None = None) 
             "%s went back to v%s in MLflow after move #%s to v%s: a late write of an earlier "
             "move; restoring v%s", alias, in_mlflow, head.id, logged, logged,
         )  # fmt: skip
-        reg.set_alias(alias, logged)
+        _apply(reg, alias, logged)
         return None
     logger.warning("%s is %s in MLflow but %s in the log", alias, in_mlflow, logged)
     return log.move(
@@ -209,6 +218,17 @@ def _move(
     # finishes it.
     reg.set_alias(alias, version)
     return log.confirm(moved.id)
+
+
+def end_alias(
+    reg: Registry, log: AliasLog, alias: str, actor: str, reason: str, expected_from: str
+) -> Move:
+    """Remove ``alias``, recorded as an ``end`` move, if it still holds ``expected_from``."""
+    with mover_lock(log, alias):
+        _reconcile(reg, log, alias, actor)
+        moved = log.move(alias, None, str(expected_from), actor, reason, END, pending=True)
+        reg.delete_alias(alias)
+        return log.confirm(moved.id)
 
 
 def rollback(reg: Registry, log: AliasLog, actor: str, reason: str, alias: str = CHAMPION) -> Move:

@@ -230,6 +230,14 @@ class Registry:
             log.warning("setting %s to version %s failed (%s); trying again", alias, version, err)
             self.client.set_registered_model_alias(self.name, alias, version)
 
+    def delete_alias(self, alias: str) -> None:
+        """Remove ``alias``; removing one that is not set is not an error."""
+        try:
+            self.client.delete_registered_model_alias(self.name, alias)
+        except MlflowException as err:
+            if not _not_found(err):
+                raise
+
     def tag_version(self, version: str, tags: dict[str, Any], description: str | None = None):
         for key, value in tags.items():
             self.client.set_model_version_tag(self.name, version, key, str(value))

@@ -20,7 +20,7 @@ VERSION_METRICS = (TEST, POPULARITY)
 
 # The promotion decision, on the model version and on the challenger's run.
 PROMOTION = "promotion."
-TAG_DECISION = "promotion.decision"  # "promoted" or "rejected"
+TAG_DECISION = "promotion.decision"  # "promoted", "rejected" or "candidate" (in an A/B test)
 TAG_REASON = "promotion.reason"
 TAG_COMPARED_WITH = "promotion.compared_with"
 TAG_EVALUATION_SET = "promotion.evaluation_set"

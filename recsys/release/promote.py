@@ -41,6 +41,7 @@ from recsys.registry.tags import (
     TAG_REASON,
     TAG_VERSION,
 )
+from recsys.release.ab import ABConfig
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,13 @@ def evaluation_set_id(split: Any, features_version: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def description(version: Any, run: Any, verdict: Any, champion: str, eval_set: str) -> str:
+def description(
+    version: Any, run: Any, verdict: Any, champion: str, eval_set: str, ab: bool = False
+) -> str:
     """The model version's page in the MLflow UI: what it is, what made it, and the decision."""
     tags, params = version.tags, run.data.params
     airflow = {k.removeprefix(AIRFLOW): v for k, v in run.data.tags.items() if AIRFLOW in k}
-    decision = "PROMOTED" if verdict.promote else "REJECTED"
+    decision = "A/B CANDIDATE" if ab else "PROMOTED" if verdict.promote else "REJECTED"
     lines = [
         f"## {decision} against champion {('v' + champion) if champion else '(none)'}",
         "",
@@ -134,10 +137,14 @@ def run(
         settings, reg, challenger, run_.data.metrics, champ_version, fs, split, gate_cfg,
         force, block,
     )  # fmt: skip
-    if verdict.promote:
+    candidate = None
+    if verdict.promote and not force and champ_version and ABConfig.load().require_win:
+        verdict, candidate = _start_ab(settings, version, verdict)  # the users decide
+    elif verdict.promote:
         kind = "force" if force else "promote"
         verdict = _move_champion(settings, reg, version, champ_version or None, verdict, kind)
-    _record(reg, settings, challenger, run_, verdict, champ_version, eval_set, gate_cfg, shadow)
+    _record(reg, settings, challenger, run_, verdict, champ_version, eval_set, gate_cfg, shadow,
+            candidate is not None)  # fmt: skip
     log.info("version %s %s: %s", version, "promoted" if verdict.promote else "rejected",
              verdict.reason)  # fmt: skip
     return {
@@ -149,6 +156,7 @@ def run(
         "shadow": shadow,
         "champion_before": champ_version or None,
         "champion": version if verdict.promote else champ_version or None,
+        "candidate": candidate,
     }
 
 
@@ -222,9 +230,9 @@ def _policy(reg: Any, challenger: Any, fs: Any, split: Any) -> tuple[str, Any]:
 
 def _record(reg: Any, settings: Settings, challenger: Any, run_: Any, verdict: Any,
             champ_version: str, eval_set: str, gate_cfg: Any,
-            shadow: dict[str, float]) -> None:  # fmt: skip
+            shadow: dict[str, float], ab: bool = False) -> None:  # fmt: skip
     """Write the decision on the version, on the challenger's run and as a promotion run."""
-    verdict_word = "promoted" if verdict.promote else "rejected"
+    verdict_word = "candidate" if ab else "promoted" if verdict.promote else "rejected"
     tags = {
         TAG_DECISION: verdict_word,
         TAG_REASON: verdict.reason[:5000],
@@ -238,7 +246,7 @@ def _record(reg: Any, settings: Settings, challenger: Any, run_: Any, verdict: A
         tags[key.rstrip("_")] = f"{'pass' if c.passed else 'FAIL'} {_num(c.challenger)} vs " \
                                 f"{_num(c.champion)} ({c.threshold})"  # fmt: skip
     tags.update({f"{PROMOTION}{k}": f"{v:.4f}" for k, v in shadow.items()})
-    text = description(challenger, run_, verdict, champ_version, eval_set)
+    text = description(challenger, run_, verdict, champ_version, eval_set, ab)
     if shadow:
         text += "\n\n## Shadow comparison\n" + "\n".join(
             f"- {k.removeprefix('shadow.')}: {v:.4f}" for k, v in shadow.items()
@@ -259,6 +267,20 @@ def _record(reg: Any, settings: Settings, challenger: Any, run_: Any, verdict: A
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _start_ab(settings: Settings, version: str, verdict: Any) -> tuple[Any, str | None]:
+    """Make the challenger the A/B test's candidate: champion moves only when it wins there.
+    Returns the verdict (not a promotion either way) and the candidate (None: not started)."""
+    from recsys.registry.alias_log import AliasError
+    from recsys.release import ab
+
+    reason = f"passed the gate; A/B test started ([ab] require_win): {verdict.reason}"
+    try:
+        ab.start(settings, version, reason)
+    except AliasError as err:
+        return dataclasses.replace(verdict, promote=False, reason=f"{err}; {verdict.reason}"), None
+    return dataclasses.replace(verdict, promote=False, reason=reason), version
 
 
 def _move_champion(

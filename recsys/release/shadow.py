@@ -37,11 +37,11 @@ def compare(
     in the replayed requests. Users' histories are read from the event store as they are now.
     """
     from recsys.data.events import EventStore
-    from recsys.data.impressions import metadata, read
+    from recsys.data.impressions import prepare, read
     from recsys.release.gate import ndcg_per_user
 
     store = EventStore(settings.event_store_url)
-    metadata.create_all(store.engine)
+    prepare(store.engine)
     end = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(tzinfo=None)
     shown = [
         imp

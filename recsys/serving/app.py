@@ -40,6 +40,7 @@ from recsys.config import ServingConfig, Settings
 from recsys.data.events import REQUEST_ID, EventStore, prepare_rows
 from recsys.data.impressions import Impression, ImpressionLog
 from recsys.model.recommender import EXPLORE, MODEL, Ranked, blend, request_seed
+from recsys.release.ab import CANDIDATE, ABConfig, arm_of
 from recsys.release.freshness import Freshness, FreshnessConfig
 from recsys.serving.champion import ChampionHolder, Loaded, NewestData
 from recsys.serving.feedback import Popularity, RecentEvents, merge_history
@@ -136,6 +137,16 @@ class Services:
     reader: StoreReader
     newest: NewestData
     max_lag_hours: float
+    candidate: ChampionHolder  # an A/B test's candidate (nothing loaded: no test running)
+    ab_share: float
+
+    def model_for(self, user_id: str | None) -> tuple[Loaded, str | None]:
+        """The model that answers ``user_id`` and its A/B arm (None: no test, or anonymous)."""
+        champion, candidate = self.model(), self.candidate.current
+        if candidate is None or candidate.version == champion.version:
+            return champion, None
+        arm = arm_of(user_id, self.ab_share, candidate.version)
+        return (candidate if arm == CANDIDATE else champion), arm
 
     def model(self) -> Loaded:
         """The model for one whole request, whatever swaps happen meanwhile."""
@@ -153,6 +164,7 @@ class Services:
         k: int,
         exclude_seen: bool,
         degraded: bool = False,
+        arm: str | None = None,
     ) -> dict[str, Any]:
         """One list, exactly as ``RecommendationsOut``, logged as an impression."""
         request_id, rec = request.scope["recsys.request_id"], loaded.recommender
@@ -170,7 +182,7 @@ class Services:
         served_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         ids = tuple(item for item, _, _ in items)
         if not self.impressions.log(
-            Impression(request_id, user_id, loaded.version, ids, served_at, cold)
+            Impression(request_id, user_id, loaded.version, ids, served_at, cold, arm)
         ):
             self.metrics.inc("recsys_impressions_dropped_total")
         self.metrics.inc("recsys_cold_start_total" if cold else "recsys_model_lists_total")
@@ -182,6 +194,7 @@ class Services:
             "model_version": loaded.version,
             "cold_start": cold,
             "degraded": degraded,
+            "arm": arm,
             "items": [{"item_id": i, "score": s, "source": src} for i, s, src in items],
         }
 
@@ -203,16 +216,20 @@ def create_app(
         reader=StoreReader(store, cfg.store_retry_s),
         newest=NewestData(settings),
         max_lag_hours=FreshnessConfig.load().max_lag_hours,
+        candidate=ChampionHolder(settings, cfg.state_cache, alias=CANDIDATE),
+        ab_share=ABConfig.load().share,
     )
     stop = threading.Event()
 
     def poll() -> None:
         while not stop.wait(poll_seconds):
             svc.holder.refresh()
+            svc.candidate.refresh()
             svc.popularity.refresh_if_stale()
 
     async def lifespan(app: FastAPI):  # noqa: ANN202
         svc.holder.refresh()
+        svc.candidate.refresh()
         svc.popularity.refresh()
         svc.impressions.start()
         if poll_seconds > 0:
@@ -227,6 +244,7 @@ def create_app(
         EdgeMiddleware, metrics=svc.metrics, holder=svc.holder, max_body=cfg.max_body_bytes
     )
     app.state.holder, app.state.store, app.state.serving = svc.holder, store, cfg
+    app.state.candidate = svc.candidate
     app.state.recent, app.state.popularity = svc.recent, svc.popularity
     app.state.impressions, app.state.metrics = svc.impressions, svc.metrics
     _recommendation_routes(app, svc, *request_models(cfg))
@@ -250,20 +268,24 @@ def _recommendation_routes(
     async def recommend(request: Request) -> Any:
         """Top-``k`` for a known user; the trending list for an unknown one (``cold_start``)."""
         params = parse_params(request, RecommendParams)
-        loaded, user = svc.model(), params.user_id
+        user = params.user_id
+        loaded, arm = svc.model_for(user)
         limit = loaded.recommender.max_len
         stored = svc.reader.history_rows(user, limit)  # None: the store is out
         history = merge_history(stored or [], svc.recent.get(user), limit)
         out = svc.answer(
-            request, loaded, user, history, params.k, params.exclude_seen, stored is None
+            request, loaded, user, history, params.k, params.exclude_seen, stored is None, arm
         )
         return JSONResponse(out)
 
     @app.post("/recommendations", response_model=RecommendationsOut)
     async def recommend_session(request: Request, session: SessionIn) -> Any:
         """Top-``k`` for an anonymous session, from the item ids it sends (oldest first)."""
-        loaded, user = svc.model(), session.user_id
-        out = svc.answer(request, loaded, user, session.items, session.k, session.exclude_seen)
+        user = session.user_id
+        loaded, arm = svc.model_for(user)
+        out = svc.answer(
+            request, loaded, user, session.items, session.k, session.exclude_seen, False, arm
+        )
         return JSONResponse(out)
 
 
@@ -307,6 +329,7 @@ def _operations_routes(app: FastAPI, svc: Services) -> None:
         return {
             "status": "degraded" if holder.last_error or not svc.reader.up else "ok",
             "model_version": loaded.version if loaded else None,
+            "candidate_version": svc.candidate.current.version if svc.candidate.current else None,
             "event_store": svc.reader.status(),
             "reloads": holder.reloads,
             "reload_errors": holder.reload_errors,

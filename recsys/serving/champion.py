@@ -48,10 +48,14 @@ class NewestData:
 
 
 class ChampionHolder:
-    """Holds the live model; ``refresh()`` loads a new champion and swaps it in one assignment."""
+    """Holds the live model; ``refresh()`` loads a new champion and swaps it in one assignment.
 
-    def __init__(self, settings: Settings, state_cache: int = 0) -> None:
-        self.settings = settings
+    With ``alias="candidate"`` it holds an A/B test's candidate instead, and lets it go when the
+    alias is removed (the champion is kept whatever happens: something must answer).
+    """
+
+    def __init__(self, settings: Settings, state_cache: int = 0, alias: str = CHAMPION) -> None:
+        self.settings, self.alias = settings, alias
         self.state_cache = state_cache  # ``Recommender.state_cache`` of each loaded version
         self.current: Loaded | None = None
         self.last_error: str | None = None
@@ -67,7 +71,13 @@ class ChampionHolder:
         with self._lock:
             try:
                 reg = Registry(self.settings)
-                champion = reg.alias(CHAMPION)  # raises when the registry cannot answer
+                champion = reg.alias(self.alias)  # raises when the registry cannot answer
+                if champion is None and self.alias != CHAMPION and self.current is not None:
+                    log.info("%s removed: no longer serving version %s", self.alias,
+                             self.current.version)  # fmt: skip
+                    self.current = None
+                    self.last_error = None
+                    return True
                 if champion is None or (
                     self.current and self.current.version == str(champion.version)
                 ):
@@ -88,5 +98,6 @@ class ChampionHolder:
             self.current = Loaded(str(champion.version), recommender, data_end)  # atomic swap
             self.reloads += 1
             self.last_error = None
-            log.info("serving %s version %s", self.settings.registered_model, champion.version)
+            log.info("serving %s version %s as %s", self.settings.registered_model,
+                     champion.version, self.alias)  # fmt: skip
             return True

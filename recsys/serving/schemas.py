@@ -70,6 +70,7 @@ class RecommendationsOut(BaseModel):
     cold_start: bool  # True: the user is unknown to the model, these are the trending items
     # True: the event store did not answer; the history is only what this process saw lately
     degraded: bool = False
+    arm: str | None = None  # the A/B test's arm ("champion", "candidate"); None: no test
     items: list[RecommendationOut]
 
 

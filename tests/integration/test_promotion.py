@@ -170,6 +170,35 @@ def test_training_names_its_device_and_refuses_a_gpu_torch_cannot_see(home):
     assert len(client.search_runs([experiment])) == before  # no half-made run is left behind
 
 
+def test_require_win_makes_a_challenger_that_passes_the_gate_an_ab_candidate(
+    home, tmp_path, monkeypatch
+):
+    from recsys.release import ab
+    from recsys.release.gate import DEFAULT_CONFIG
+
+    reg = Registry(home)
+    if len(reg.versions()) < 2:
+        pytest.fail("needs the versions of test_gate_end_to_end")
+    config = DEFAULT_CONFIG.read_text().replace("require_win = false", "require_win = true")
+    config = config.replace("latency_max_ms = 50.0", "latency_max_ms = 1e9")
+    config = config.replace("latency_tolerance = 0.5", "latency_tolerance = 1e9")
+    (tmp_path / "promotion.toml").write_text(config)
+    monkeypatch.setenv(promote.ENV_GATE_CONFIG, str(tmp_path / "promotion.toml"))
+    champion = str(reg.alias(CHAMPION).version)  # a weak model: a strong one passes the gate
+    strong = release(home, STRONG)
+    result = promote.run(home, strong)
+    assert not result["promoted"] and result["candidate"] == strong, result["reason"]
+    assert "A/B test started" in result["reason"]
+    assert str(reg.alias(CHAMPION).version) == champion
+    assert str(reg.alias(ab.CANDIDATE).version) == strong
+    assert reg.version(strong).tags["promotion.decision"] == "candidate"
+    assert "## A/B CANDIDATE" in reg.version(strong).description
+    move = AliasLog(home.event_store_url).head(ab.CANDIDATE)
+    assert move.to_version == strong and "require_win" in move.reason
+    ab.conclude(home)  # no impressions yet: the test continues
+    assert str(reg.alias(ab.CANDIDATE).version) == strong
+
+
 def test_a_fine_tune_is_judged_by_the_incremental_policy(tmp_path, store_url):
     """A fine-tune is judged on what it trained for: the users with events since its parent."""
     settings = Settings.from_env(

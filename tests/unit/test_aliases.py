@@ -88,7 +88,8 @@ def test_compare_and_set(alias_log):
         ("2", None, "promote", "  ", "reason is required"),
         ("2", None, "teleport", "why", "kind must be"),
         ("1", "1", "promote", "why", "already holds"),
-        (None, "1", "force", "why", "only an external move"),
+        (None, "1", "force", "why", "an end move removes an alias"),
+        ("2", "1", "end", "why", "an end move removes an alias"),
     ],
 )
 def test_invalid_moves_are_refused(alias_log, to, expected, kind, reason, match):

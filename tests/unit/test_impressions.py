@@ -23,8 +23,9 @@ from recsys.data.impressions import (
 T0 = dt.datetime(2024, 3, 1, 12)
 
 
-def imp(rid, version="1", items=("a", "b", "c"), minutes=0, cold=False, user="u"):
-    return Impression(rid, user, version, tuple(items), T0 + dt.timedelta(minutes=minutes), cold)
+def imp(rid, version="1", items=("a", "b", "c"), minutes=0, cold=False, user="u", arm=None):
+    at = T0 + dt.timedelta(minutes=minutes)
+    return Impression(rid, user, version, tuple(items), at, cold, arm)
 
 
 def click(rid, item, minutes=1):
@@ -143,6 +144,32 @@ def test_ctr_by_version_reads_impressions_and_clicks_from_the_store(tmp_path, st
         "2": {"model_version": "2", "impressions": 1, "clicked": 1, "clicks": 1, "ctr": 1.0},
     }
     assert ATTRIBUTION == dt.timedelta(hours=1)
+
+
+def test_an_impressions_table_from_before_ab_tests_gains_the_arm_column(tmp_path, store_url):
+    engine = sa.create_engine(store_url)
+    with engine.begin() as conn:  # the table as the previous release created it
+        conn.execute(
+            sa.text(
+                "CREATE TABLE impressions (request_id VARCHAR(64) PRIMARY KEY, user_id "
+                "VARCHAR(128), model_version VARCHAR(32) NOT NULL, items TEXT NOT NULL, "
+                "cold_start BOOLEAN NOT NULL, served_at TIMESTAMP NOT NULL)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO impressions VALUES ('old', 'u', '1', '[\"a\"]', FALSE, "
+                "'2024-03-01 11:00:00')"
+            )
+        )
+    log = ImpressionLog(engine)  # migrates
+    assert "arm" in {c["name"] for c in sa.inspect(engine).get_columns("impressions")}
+    log.write([imp("r-ab", version="2", arm="candidate")])
+    got = {
+        i.request_id: i.arm
+        for i in read(engine, T0 - dt.timedelta(days=1), T0 + dt.timedelta(hours=1))
+    }
+    assert got == {"old": None, "r-ab": "candidate"}
 
 
 def test_an_event_store_from_before_request_ids_gains_the_column(tmp_path):
