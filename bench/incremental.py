@@ -160,6 +160,34 @@ def active_users(histories: list[list[tuple[int, int]]], start: int, end: int) -
     return {u for u, h in enumerate(histories) if any(start <= t < end for _, t in h)}
 
 
+class RetrainCache:
+    """Full retrains kept on disk, keyed by everything that determines them (the day's training
+    sequences, the configs, torch): on one machine a retrain is deterministic, so a second replay
+    of the same week (another gate setting) reuses them instead of training for an hour. Its
+    ``seconds`` are the first run's. Off unless ``--reuse-retrains``."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+
+    def train(self, split: Split, n_known: int, model_cfg: ModelConfig,
+              cfg: TrainConfig) -> TrainResult:  # fmt: skip
+        if self.folder is None:
+            return train(split, n_known, model_cfg, cfg)
+        import hashlib
+        import pickle
+
+        what = (split.train, split.valid_context, split.valid_target, n_known, model_cfg, cfg)
+        key = hashlib.sha256(pickle.dumps((what, torch.__version__)))
+        path = self.folder / f"retrain-{key.hexdigest()[:24]}.pt"
+        if path.exists():
+            return torch.load(path, weights_only=False)
+        result = train(split, n_known, model_cfg, cfg)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        torch.save(result, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+        return result
+
+
 def fine_tune(
     cases: NextIntervalSplit,
     active: set[int],
@@ -271,6 +299,7 @@ def replay(
     daily_full: bool = True,
     end_day: int | None = None,
     gate: GateConfig | None = None,
+    retrains: RetrainCache | None = None,
 ) -> Replay:
     """Replay the ``days`` UTC days up to ``end_day`` (days since the epoch, inclusive; the
     data's last day if None) that have events, training and scoring each day.
@@ -300,7 +329,9 @@ def replay(
         retrain = step % retrain_every == 0
         full = None
         if retrain or daily_full:
-            full = train(leave_last_out(cases.train, min_events), n_known, model_cfg, full_cfg)
+            full = (retrains or RetrainCache(None)).train(
+                leave_last_out(cases.train, min_events), n_known, model_cfg, full_cfg
+            )
             out.curves[f"full_{date}"] = full.history
             out.seconds["full"] += full.seconds
             out.tokens["full"] += full.tokens
@@ -345,8 +376,9 @@ def replay(
             else:
                 verdict = judge(cand.checkpoint, live, cases.train, n_known, gate, new_data,
                                 min_events)  # fmt: skip
+                notes = {c.name: c.note for c in verdict.criteria if "ndcg" in c.name}
                 decision |= {"promoted": verdict.promote, "reason": verdict.reason,
-                             "policy": verdict.policy}  # fmt: skip
+                             "policy": verdict.policy, "criteria": notes}  # fmt: skip
                 if verdict.promote:
                     live, live_start = cand.checkpoint, start
             out.decisions.append(decision)
@@ -355,6 +387,8 @@ def replay(
             print(f"  {date} gate: {decision['challenger']} "
                   f"{'PROMOTED' if decision['promoted'] else 'rejected'}: {decision['reason']}",
                   flush=True)  # fmt: skip
+            for name, note in decision.get("criteria", {}).items():
+                print(f"      {name}: {note}", flush=True)
         ranks = {"full": model_ranks(full.checkpoint, cases, n_total)} if full else {}
         ranks["finetune"] = ranks["full"] if retrain else model_ranks(tuned, cases, n_total)
         ranks["frozen"] = ranks["full"] if retrain else model_ranks(first, cases, n_total)
@@ -549,6 +583,10 @@ def main() -> None:
         "--gate", action="store_true",
         help="(e): every retrain and fine-tune goes through the promotion gate (promotion.toml)",
     )  # fmt: skip
+    parser.add_argument(
+        "--reuse-retrains", action="store_true",
+        help="keep full retrains under --cache and reuse them (deterministic on one machine)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.days < 1 or args.retrain_every < 1 or args.seeds < 1:
         parser.error("--days, --retrain-every and --seeds must be >= 1")
@@ -620,6 +658,7 @@ def run_seed(args: argparse.Namespace, histories: list[list[tuple[int, int]]],
     result = replay(
         histories, first_seen, args.days, model_cfg, full_cfg, ft_cfg, args.k, min_events,
         args.retrain_every, not args.no_daily_full, end_day, gate,
+        RetrainCache(args.cache / "retrains" if args.reuse_retrains else None),
     )  # fmt: skip
     summary, ratios = summarise(result, args.k)
     print_tables(summary, ratios, result.rows, args.k)
