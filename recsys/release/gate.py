@@ -48,7 +48,7 @@ class GateConfig:
     latency_max_ms: float = 50.0  # and an absolute ceiling on the challenger's p95
     incremental_margin: float = -0.005  # a fine-tune's overall lower bound must exceed this...
     new_data_margin: float = 0.0  # ...and its lower bound on the users with new data this,
-    new_data_confidence: float = 0.8  # at this one-sided confidence (a slice: fewer users)
+    new_data_confidence: float = 0.5  # at this one-sided confidence (0.5: the median gain)
     min_new_users: int = 10  # fewer users with new data in the evaluation set: it cannot show it
 
     @classmethod
