@@ -6,7 +6,10 @@
 4. unpause recsys_full_retrain: its weekly run trains the first champion;
 5. unpause recsys_incremental_finetune and backfill a few more days: each run updates the features
    Asset, which triggers a fine-tune;
-6. print the registry, start the API, ask it for recommendations; stop everything it started.
+6. print the registry, start the API, ask it for recommendations;
+7. a short simulated A/B test: the newest other version as ``candidate``, every user asks twice
+   and simulated users click (10% of lists under champion, 20% under candidate: a drill of the
+   readout, not a measurement of the models); ``recsys ab status`` reads it out. Stop everything.
 """
 
 from __future__ import annotations
@@ -147,6 +150,7 @@ def _loop(
     print("\nModel registry (MLflow):")
     print("\n".join(format_registry(registry_rows(settings))))
     _ask_the_api(services, plan)
+    _ab_drill(settings, env, services, t0, plan)
     _print_uis(settings, t0, plan)
 
 
@@ -261,6 +265,65 @@ def _ask_the_api(services: Processes, plan: Plan) -> None:
     recs = get_json(f"{api}/recommendations/{user}?k=10")
     print(f"POST {api}/events  (user {user} clicks item {clicked}), then the same GET:")
     print("  " + ", ".join(r["item_id"] for r in recs["items"]))
+
+
+DRILL_CTR = {"champion": 0.10, "candidate": 0.20}  # simulated users' click-through, per arm
+
+
+def _ab_drill(
+    settings: Settings, env: dict[str, str], services: Processes, t0: float, plan: Plan
+) -> None:
+    """Start an A/B test, send every user twice through the API with simulated clicks, and print
+    ``recsys ab status``; the test stays running (``recsys ab conclude`` acts on it)."""
+    import random
+
+    from recsys.config import CHAMPION
+    from recsys.registry.client import Registry
+    from recsys.release import ab
+
+    reg = Registry(settings)
+    champion = str(reg.alias(CHAMPION).version)
+    others = [str(v.version) for v in reg.versions() if str(v.version) != champion]
+    if not others:
+        _say(t0, "A/B drill skipped: only one model version")
+        return
+    candidate = others[-1]
+    _say(t0, f"recsys ab start {candidate} --reason 'demo drill'  (a simulated A/B test)")
+    ab.start(settings, candidate, "demo drill: simulated users, not a measurement")
+    api = f"http://127.0.0.1:{plan.api_port}"
+    wait_for("the candidate", lambda: get_json(f"{api}/health")["candidate_version"], 60, services)
+    users = sorted(_demo_users(settings))
+    rng = random.Random(0)
+    for _ in range(2):
+        for user in users:
+            recs = get_json(f"{api}/recommendations/{user}?k=10")
+            if recs["items"] and rng.random() < DRILL_CTR.get(recs["arm"], 0.0):
+                click = {"user_id": user, "item_id": recs["items"][0]["item_id"],
+                         "event_type": "click", "request_id": recs["request_id"]}  # fmt: skip
+                post_json(f"{api}/events", click)
+    wait_for("the impressions", lambda: get_json(f"{api}/health")["impressions"]["queued"] == 0,
+             30, services, every=0.5)  # fmt: skip
+    time.sleep(1.5)  # the writer's last batch: it commits about once a second
+    done = subprocess.run([bin_path("recsys"), "ab", "status"], env=env, capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    print(f"\nrecsys ab status  ({2 * len(users)} requests from {len(users)} users):")
+    print("  " + "\n  ".join((done.stdout or done.stderr).strip().splitlines()))
+
+
+def _demo_users(settings: Settings) -> list[str]:
+    """Every user id in the event store."""
+    import sqlalchemy as sa
+
+    from recsys import schema as S
+    from recsys.data.events import EventStore, events_table
+
+    store = EventStore(settings.event_store_url)
+    try:
+        with store.engine.connect() as conn:
+            query = sa.select(events_table.c[S.USER_ID]).distinct()
+            return [row[0] for row in conn.execute(query) if row[0] is not None]
+    finally:
+        store.engine.dispose()
 
 
 def _print_uis(settings: Settings, t0: float, plan: Plan) -> None:

@@ -13,6 +13,8 @@ from recsys.registry.tags import (
     TAG_FEATURES,
     TAG_MODE,
     TAG_PARENT,
+    TAG_POLICY,
+    TAG_REASON,
     TEST,
 )
 
@@ -34,6 +36,8 @@ def registry_rows(settings: Settings) -> list[dict[str, Any]]:
                 "decision": v.tags.get(TAG_DECISION, ""),
                 "features": v.tags.get(TAG_FEATURES, ""),
                 "data_end": v.tags.get(TAG_DATA_END, ""),  # its data watermark
+                "policy": v.tags.get(TAG_POLICY, ""),
+                "reason": v.tags.get(TAG_REASON, ""),
             }
         )
     return rows
@@ -52,4 +56,10 @@ def format_registry(rows: list[dict[str, Any]]) -> list[str]:
             f"{r['ndcg_at_10']:>7}  {r['hr_at_10']:>6}  {r['popularity_ndcg_at_10']:>18}  "
             f"{r['decision']:<9} {r['features']}"
         )
+    decided = [r for r in rows if r["reason"]]
+    if decided:
+        lines.append("decisions (the gate's table is on each version's page in MLflow):")
+    for r in decided:
+        reason = r["reason"] if len(r["reason"]) <= 160 else r["reason"][:157] + "..."
+        lines.append(f"  v{r['version']} ({r['policy'] or 'full'} policy): {reason}")
     return lines

@@ -2,6 +2,7 @@
 LocalExecutor on SQLite), on a small synthetic stream so it runs in CI without MovieLens."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -61,6 +62,10 @@ def test_demo_runs_the_whole_loop_and_stops_everything(tmp_path):
     assert "features of the re-run intervals byte-identical: yes" in out
     assert "recsys_full_retrain: 1 success" in out
     assert f"GET http://127.0.0.1:{api}/recommendations/u1?k=10" in out
+    assert "(incremental policy): " in out  # each decision and why, under the registry table
+    # The A/B drill: a candidate served a share of the users, and recsys ab status read it out.
+    assert re.search(r"recsys ab status  \(\d+ requests from \d+ users\):", out), out[-3000:]
+    assert "A/B test: candidate v" in out and "decision: " in out
     assert "stopped every process the demo started" in out
     assert not _in_use(api) and not _in_use(airflow)
 
