@@ -19,21 +19,17 @@ request models that ``create_app`` builds from the serving config.
 import datetime as dt
 import gc
 import logging
-import math
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import MutableHeaders
 
 from recsys import schema as S
 from recsys.config import ServingConfig, Settings
@@ -43,6 +39,7 @@ from recsys.model.recommender import EXPLORE, MODEL, Ranked, blend, request_seed
 from recsys.release.ab import CANDIDATE, ABConfig, arm_of
 from recsys.release.freshness import Freshness, FreshnessConfig
 from recsys.serving.champion import ChampionHolder, Loaded, NewestData
+from recsys.serving.edge import EdgeMiddleware, invalid_request
 from recsys.serving.feedback import Popularity, RecentEvents, merge_history
 from recsys.serving.metrics import Metrics, exposition
 from recsys.serving.schemas import (
@@ -55,72 +52,6 @@ from recsys.serving.schemas import (
 from recsys.serving.store import StoreReader
 
 log = logging.getLogger(__name__)
-
-REQUEST_ID_HEADER = "X-Request-ID"
-MODEL_VERSION_HEADER = "X-Model-Version"
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities as text: JSON has no such numbers, and a 422 that echoes
-    ``{"value": NaN}`` back must not become a 500."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-    return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))}, status_code=422)
-
-
-class EdgeMiddleware:
-    """Gives each request an id (``X-Request-ID``), refuses bodies over ``max_body`` bytes with
-    413, adds ``X-Model-Version``, and times every request into ``metrics``."""
-
-    def __init__(self, app: Any, metrics: Metrics, holder: ChampionHolder, max_body: int) -> None:
-        self.app, self.metrics, self.holder, self.max_body = app, metrics, holder, max_body
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start, status = time.perf_counter(), 500
-        request_id = scope["recsys.request_id"] = uuid.uuid4().hex
-        received = 0
-
-        async def receive_limited() -> dict:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_body:
-                raise HTTPException(413, f"request body over {self.max_body} bytes")
-            return message
-
-        async def send_with_ids(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = MutableHeaders(scope=message)
-                headers[REQUEST_ID_HEADER] = request_id
-                loaded = self.holder.current
-                version = scope.get("recsys.model_version") or (loaded and loaded.version)
-                if version:
-                    headers[MODEL_VERSION_HEADER] = version
-            await send(message)
-
-        try:
-            length = dict(scope["headers"]).get(b"content-length", b"0")
-            if not length.isdigit() or int(length) > self.max_body:
-                detail = f"request body over {self.max_body} bytes or a bad Content-Length"
-                await JSONResponse({"detail": detail}, 413)(scope, receive, send_with_ids)
-                return
-            await self.app(scope, receive_limited, send_with_ids)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")  # templates, not raw paths
-            self.metrics.observe(route, scope["method"], status, time.perf_counter() - start)
 
 
 @dataclass
@@ -239,7 +170,7 @@ def create_app(
         svc.impressions.close()
 
     app = FastAPI(title="recsys", version="0.2.0", lifespan=lifespan)
-    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_middleware(
         EdgeMiddleware, metrics=svc.metrics, holder=svc.holder, max_body=cfg.max_body_bytes
     )
