@@ -150,7 +150,7 @@ def run_load(
 
     old, new = second_version(settings)
     port, log = free_port(), work / "recsys.log"
-    cmd = [str(BIN / "recsys"), "serve", "--port", str(port)]
+    cmd = [str(BIN / "recsys"), "serve", "--port", str(port), "--no-auth"]
     proc = start(cmd + ["--poll-seconds", str(args.poll_seconds)], child_env(settings), log, stack)
     wait_ready(proc, f"http://127.0.0.1:{port}/ready", log)
     requests, prefix = work / "requests.json", f"load-{uuid.uuid4().hex[:8]}-"

@@ -289,7 +289,15 @@ def run_levels(
     api_port, nocache_port, mlflow_port = free_port(), free_port(), free_port()
 
     def api_cmd(port: int) -> list[str]:
-        return [str(BIN / "recsys"), "serve", "--port", str(port), "--poll-seconds", "10"]
+        return [
+            str(BIN / "recsys"),
+            "serve",
+            "--port",
+            str(port),
+            "--poll-seconds",
+            "10",
+            "--no-auth",
+        ]
 
     mlflow_cmd = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/recsys@{CHAMPION}"]
     mlflow_cmd += ["--env-manager", "local", "-w", "1", "-h", "127.0.0.1", "-p", str(mlflow_port)]
@@ -384,7 +392,7 @@ def run_reload(
 
     old, new = second_version(settings)
     port = free_port()
-    cmd = [str(BIN / "recsys"), "serve", "--port", str(port)]
+    cmd = [str(BIN / "recsys"), "serve", "--port", str(port), "--no-auth"]
     cmd += ["--poll-seconds", str(args.poll_seconds)]
     log = work / "recsys-reload.log"
     proc = start(cmd, child_env(settings), log, stack)

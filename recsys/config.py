@@ -254,6 +254,12 @@ class ServingConfig:
     event_loop: Literal["asyncio", "uvloop"] = "asyncio"  # decisions.md: "Event loop: asyncio"
     # uvicorn's line per request: impressions and /metrics record each request already.
     access_log: bool = False  # decisions.md: "Access log off"
+    # Who may call: API keys (``recsys keys create``) with scopes; ``recsys serve --no-auth`` off.
+    require_keys: bool = True
+    key_cache_s: float = 5.0  # a verified (or refused) key is trusted this long: revocation lag
+    rate_per_key: float = 200.0  # requests a second per key, sustained (429 beyond)...
+    rate_burst: float = 400.0  # ...with bursts up to this many
+    max_in_flight: int = 256  # requests a process works on at once (429 beyond)
 
     def __post_init__(self) -> None:
         if self.event_loop not in ("asyncio", "uvloop"):
@@ -264,6 +270,8 @@ class ServingConfig:
             raise ValueError(f"need 1 <= default_k ({self.default_k}) <= max_k ({self.max_k})")
         if self.state_cache < 0:
             raise ValueError(f"state_cache must be >= 0, got {self.state_cache}")
+        if self.rate_per_key <= 0 or self.rate_burst < 1 or self.max_in_flight < 1:
+            raise ValueError("rate_per_key must be > 0, rate_burst >= 1 and max_in_flight >= 1")
 
 
 @dataclass(frozen=True)

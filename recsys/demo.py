@@ -149,8 +149,9 @@ def _loop(
     _replay_collected_days(settings, env, db, services, t0, plan)
     print("\nModel registry (MLflow):")
     print("\n".join(format_registry(registry_rows(settings))))
-    _ask_the_api(services, plan)
-    _ab_drill(settings, env, services, t0, plan)
+    key = _api_key(env, t0)
+    _ask_the_api(services, plan, key)
+    _ab_drill(settings, env, services, t0, plan, key)
     _print_uis(settings, t0, plan)
 
 
@@ -243,7 +244,22 @@ def _replay_collected_days(
     _say(t0, f"features of the re-run intervals byte-identical: {'yes' if same else 'NO'}")
 
 
-def _ask_the_api(services: Processes, plan: Plan) -> None:
+def _api_key(env: dict[str, str], t0: float) -> str:
+    """An API key for the demo's requests, made as a user makes one."""
+    import json
+
+    args = ["keys", "create", "--scopes", "events:write,recommendations:read", "--name", "demo"]
+    done = subprocess.run([bin_path("recsys"), *args, "--json"], env=env, capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"creating the demo's API key failed: {done.stderr[-1000:]}")
+    made = json.loads(done.stdout)
+    _say(t0, f"recsys {' '.join(args)}  -> key {made['id']}; requests send "
+             "Authorization: Bearer <key> (recsys keys list, recsys keys revoke ID)")  # fmt: skip
+    return made["key"]
+
+
+def _ask_the_api(services: Processes, plan: Plan, key: str) -> None:
     """Start ``recsys serve``, ask for a list, post a click on its first item and ask again."""
     services.start(
         "recsys-serve", bin_path("recsys"), "serve", "--port", str(plan.api_port),
@@ -257,12 +273,13 @@ def _ask_the_api(services: Processes, plan: Plan) -> None:
         services,
     )
     user = "u1" if plan.synthetic else "1"
-    recs = get_json(f"{api}/recommendations/{user}?k=10")
+    recs = get_json(f"{api}/recommendations/{user}?k=10", key=key)
     print(f"\nGET {api}/recommendations/{user}?k=10  (model version {recs['model_version']})")
     print("  " + ", ".join(r["item_id"] for r in recs["items"]))
     clicked = recs["items"][0]["item_id"]
-    post_json(f"{api}/events", {"user_id": user, "item_id": clicked, "event_type": "click"})
-    recs = get_json(f"{api}/recommendations/{user}?k=10")
+    click = {"user_id": user, "item_id": clicked, "event_type": "click"}
+    post_json(f"{api}/events", click, key=key)
+    recs = get_json(f"{api}/recommendations/{user}?k=10", key=key)
     print(f"POST {api}/events  (user {user} clicks item {clicked}), then the same GET:")
     print("  " + ", ".join(r["item_id"] for r in recs["items"]))
 
@@ -271,7 +288,7 @@ DRILL_CTR = {"champion": 0.10, "candidate": 0.20}  # simulated users' click-thro
 
 
 def _ab_drill(
-    settings: Settings, env: dict[str, str], services: Processes, t0: float, plan: Plan
+    settings: Settings, env: dict[str, str], services: Processes, t0: float, plan: Plan, key: str
 ) -> None:
     """Start an A/B test, send every user twice through the API with simulated clicks, and print
     ``recsys ab status``; the test stays running (``recsys ab conclude`` acts on it)."""
@@ -296,11 +313,11 @@ def _ab_drill(
     rng = random.Random(0)
     for _ in range(2):
         for user in users:
-            recs = get_json(f"{api}/recommendations/{user}?k=10")
+            recs = get_json(f"{api}/recommendations/{user}?k=10", key=key)
             if recs["items"] and rng.random() < DRILL_CTR.get(recs["arm"], 0.0):
                 click = {"user_id": user, "item_id": recs["items"][0]["item_id"],
                          "event_type": "click", "request_id": recs["request_id"]}  # fmt: skip
-                post_json(f"{api}/events", click)
+                post_json(f"{api}/events", click, key=key)
     wait_for("the impressions", lambda: get_json(f"{api}/health")["impressions"]["queued"] == 0,
              30, services, every=0.5)  # fmt: skip
     time.sleep(1.5)  # the writer's last batch: it commits about once a second

@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from recsys.cli import ab, data, models, serving
+from recsys.cli import ab, data, keys, models, serving
 from recsys.config import Settings
 
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_commands(sub)
     models.add_commands(sub)
     ab.add_commands(sub)
+    keys.add_commands(sub)
     serving.add_commands(sub)
     return parser
 

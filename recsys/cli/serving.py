@@ -15,7 +15,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
     serving = ServingConfig(
         exploration_share=args.exploration_share, max_k=args.max_k, state_cache=args.state_cache,
-        event_loop=args.loop, access_log=args.access_log,
+        event_loop=args.loop, access_log=args.access_log, require_keys=not args.no_auth,
     )  # fmt: skip
     serve(settings, host=args.host, port=args.port, poll=args.poll_seconds, serving=serving)
 
@@ -61,6 +61,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "--access-log", action=argparse.BooleanOptionalAction, default=ServingConfig.access_log,
         help="log a line per request (served lists are logged as impressions either way)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-auth", action="store_true",
+        help="serve without API keys (anyone who reaches it may write; logged, and in /health)",
     )  # fmt: skip
 
     p = add("demo", cmd_demo, "run the whole loop on MovieLens-100K through the Airflow scheduler")

@@ -57,11 +57,11 @@ def read_store(url: str, interval: Interval) -> pd.DataFrame:
 def run(settings: Settings, interval: Interval) -> dict:
     """Collect ``interval`` into ``staging/``; re-running it rewrites the same partition."""
     events = read_store(settings.event_store_url, interval)
+    writers = EventStore(settings.event_store_url).writers(interval.start, interval.end)
     frame, duplicates = drop_duplicate_ids(normalise(events))
     directory = Lake(settings.lake_root).partition("staging", interval)
-    manifest = publish(
-        frame, directory, {"interval": interval.as_dict(), "duplicates_dropped": duplicates}
-    )
+    meta = {"interval": interval.as_dict(), "duplicates_dropped": duplicates, "writers": writers}
+    manifest = publish(frame, directory, meta)
     log.info(
         "collected %d events ingested in %s into %s (%d duplicate ids dropped)",
         len(frame),

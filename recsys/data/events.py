@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 # Not part of the documented event schema (nor of the lake): the id of the served list a click
 # answers, so that clicks can be joined with their impressions (``recsys.data.impressions``).
 REQUEST_ID = "request_id"
+KEY_ID = "key_id"  # the API key that wrote an event; None: imported, or a server without keys
+UNAUTHENTICATED = "(no key)"  # how ``writers`` names the events without one
 
 metadata = sa.MetaData()
 events_table = sa.Table(
@@ -42,6 +44,7 @@ events_table = sa.Table(
     sa.Column(S.INGESTED_AT, sa.DateTime(), nullable=False, index=True),  # naive UTC
     sa.Column(S.VALUE, sa.Float(), nullable=True),
     sa.Column(REQUEST_ID, sa.String(64), nullable=True),  # added later: see ``add_missing_columns``
+    sa.Column(KEY_ID, sa.String(32), nullable=True),  # added later, as request_id
     # A user's history, as serving reads it (``_HISTORY``), from the index alone: in the order
     # asked, no table lookups (decisions.md: "Covering index for the history read").
     sa.Index(
@@ -228,6 +231,19 @@ class EventStore:
             rows = conn.execute(query).all()  # tuples: much cheaper than row mappings
         return pd.DataFrame.from_records(rows, columns=list(S.EVENT_COLUMNS))
 
+    def writers(self, start: dt.datetime, end: dt.datetime) -> dict[str, int]:
+        """Events ingested in ``[start, end)`` per API key that wrote them (lineage)."""
+        key = events_table.c[KEY_ID]
+        query = (
+            sa.select(key, sa.func.count())
+            .where(events_table.c[S.INGESTED_AT] >= utc_naive(start))
+            .where(events_table.c[S.INGESTED_AT] < utc_naive(end))
+            .group_by(key)
+        )
+        with self.engine.connect() as conn:
+            counts = {k or UNAUTHENTICATED: int(n) for k, n in conn.execute(query)}
+        return dict(sorted(counts.items()))
+
     def history(self, user_id: str, limit: int = 200) -> list[str]:
         """The user's most recent item ids, oldest first (for serving; no pandas)."""
         return [item for _, _, item in self.history_rows(user_id, limit)]
@@ -336,6 +352,7 @@ def prepare_rows(
                 S.INGESTED_AT: ingested,
                 S.VALUE: None if value is None or value != value else float(value),
                 REQUEST_ID: _text(rec.get(REQUEST_ID)),
+                KEY_ID: None,  # never from the input: the API sets the key it verified
             }
         )
     return rows

@@ -228,6 +228,7 @@ def _lineage(lake: Lake, part: Published) -> dict[str, Any]:
         "interval": interval.id,
         "rows": manifest.get("rows"),
         "sha256": manifest.get("sha256"),
+        "writers": manifest.get("writers", {}),
         "validation": {
             k: validation.get(k) for k in ("success", "summary", "statistics", "data_docs")
         },

@@ -234,6 +234,7 @@ def run(
         {
             "interval": interval.as_dict(),
             "duplicates_dropped": staged.get("duplicates_dropped", 0),
+            "writers": staged.get("writers", {}),  # events per API key (lineage)
             "validation": validation,
             "rejects": str(target / REJECTS) if rejected else None,
             "stats": drift.stats(outcome.published),

@@ -28,7 +28,16 @@ def lineage_record(fs: Any, mode: str, parent: str | None) -> dict[str, Any]:
         },
         "evaluated_on": "the same snapshot: leave-last-out test items (last event per user)",
         "partitions": manifest["partitions"],
+        "writers": _writers(manifest["partitions"]),  # which clients wrote the data
     }
+
+
+def _writers(partitions: list[dict[str, Any]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for part in partitions:
+        for key, n in (part.get("writers") or {}).items():
+            total[key] = total.get(key, 0) + n
+    return dict(sorted(total.items()))
 
 
 def code_version(env: dict[str, str] | None = None) -> str:
@@ -105,4 +114,8 @@ def format_lineage(info: dict[str, Any]) -> list[str]:
             f"    {part['interval']:<34} {part['rows']:>7}  {str(part['sha256'])[:12]:<12}  "
             f"{verdict}"
         )
+    writers = _writers(info["partitions"])
+    if writers:  # partitions collected before keys existed record none
+        lines.append("  written by (API key: events): " + ", ".join(
+            f"{key}: {n}" for key, n in sorted(writers.items())))  # fmt: skip
     return lines

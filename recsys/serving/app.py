@@ -19,6 +19,7 @@ request models that ``create_app`` builds from the serving config.
 import datetime as dt
 import gc
 import logging
+import math
 import threading
 import uuid
 from dataclasses import dataclass
@@ -33,11 +34,19 @@ from starlette.concurrency import run_in_threadpool
 
 from recsys import schema as S
 from recsys.config import ServingConfig, Settings
-from recsys.data.events import REQUEST_ID, EventStore, prepare_rows
+from recsys.data.events import KEY_ID, REQUEST_ID, EventStore, prepare_rows
 from recsys.data.impressions import Impression, ImpressionLog
 from recsys.model.recommender import EXPLORE, MODEL, Ranked, blend, request_seed
 from recsys.release.ab import CANDIDATE, ABConfig, arm_of
 from recsys.release.freshness import Freshness, FreshnessConfig
+from recsys.serving.auth import (
+    EVENTS_WRITE,
+    RECOMMENDATIONS_READ,
+    Authenticator,
+    AuthError,
+    KeyStore,
+    RateLimiter,
+)
 from recsys.serving.champion import ChampionHolder, Loaded, NewestData
 from recsys.serving.edge import EdgeMiddleware, invalid_request
 from recsys.serving.feedback import Popularity, RecentEvents, merge_history
@@ -70,6 +79,24 @@ class Services:
     max_lag_hours: float
     candidate: ChampionHolder  # an A/B test's candidate (nothing loaded: no test running)
     ab_share: float
+    auth: Authenticator | None  # None: ``--no-auth``
+    limiter: RateLimiter
+
+    def caller(self, request: Request, scope: str) -> str | None:
+        """The id of the API key calling with ``scope`` (None without auth), or 401/403/429."""
+        if self.auth is None:
+            return None
+        try:
+            key = self.auth.check(request.headers.get("authorization"), scope)
+        except AuthError as err:
+            headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+            raise HTTPException(err.status, err.detail, headers=headers) from None
+        wait = self.limiter.take(key.key_id)
+        if wait > 0:
+            self.metrics.inc("recsys_rate_limited_total")
+            headers = {"Retry-After": str(max(1, math.ceil(wait)))}
+            raise HTTPException(429, f"rate limit of key {key.key_id} reached", headers=headers)
+        return key.key_id
 
     def model_for(self, user_id: str | None) -> tuple[Loaded, str | None]:
         """The model that answers ``user_id`` and its A/B arm (None: no test, or anonymous)."""
@@ -149,7 +176,11 @@ def create_app(
         max_lag_hours=FreshnessConfig.load().max_lag_hours,
         candidate=ChampionHolder(settings, cfg.state_cache, alias=CANDIDATE),
         ab_share=ABConfig.load().share,
+        auth=Authenticator(KeyStore(store.engine), cfg.key_cache_s) if cfg.require_keys else None,
+        limiter=RateLimiter(cfg.rate_per_key, cfg.rate_burst),
     )
+    if not cfg.require_keys:
+        log.warning("API keys are not required (--no-auth): anyone who reaches the API may write")
     stop = threading.Event()
 
     def poll() -> None:
@@ -172,7 +203,11 @@ def create_app(
     app = FastAPI(title="recsys", version="0.2.0", lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_middleware(
-        EdgeMiddleware, metrics=svc.metrics, holder=svc.holder, max_body=cfg.max_body_bytes
+        EdgeMiddleware,
+        metrics=svc.metrics,
+        holder=svc.holder,
+        max_body=cfg.max_body_bytes,
+        max_in_flight=cfg.max_in_flight,
     )
     app.state.holder, app.state.store, app.state.serving = svc.holder, store, cfg
     app.state.candidate = svc.candidate
@@ -198,6 +233,7 @@ def _recommendation_routes(
     )
     async def recommend(request: Request) -> Any:
         """Top-``k`` for a known user; the trending list for an unknown one (``cold_start``)."""
+        svc.caller(request, RECOMMENDATIONS_READ)
         params = parse_params(request, RecommendParams)
         user = params.user_id
         loaded, arm = svc.model_for(user)
@@ -212,6 +248,7 @@ def _recommendation_routes(
     @app.post("/recommendations", response_model=RecommendationsOut)
     async def recommend_session(request: Request, session: SessionIn) -> Any:
         """Top-``k`` for an anonymous session, from the item ids it sends (oldest first)."""
+        svc.caller(request, RECOMMENDATIONS_READ)
         user = session.user_id
         loaded, arm = svc.model_for(user)
         out = svc.answer(
@@ -222,8 +259,9 @@ def _recommendation_routes(
 
 def _event_routes(app: FastAPI, svc: Services) -> None:
     @app.post("/events", status_code=201)
-    async def post_event(event: EventIn) -> dict[str, Any]:
+    async def post_event(event: EventIn, request: Request) -> dict[str, Any]:
         """Store one event; posting the same ``event_id`` again stores nothing (idempotent)."""
+        key_id = svc.caller(request, EVENTS_WRITE)
         now = dt.datetime.now(dt.UTC)
         record = event.model_dump()
         record[S.EVENT_TIME] = (event.event_time or now).isoformat()
@@ -231,6 +269,7 @@ def _event_routes(app: FastAPI, svc: Services) -> None:
         if not event.event_id:  # a fresh id: two identical clicks are two events
             record[S.EVENT_ID] = f"api-{uuid.uuid4().hex}"
         (row,) = prepare_rows([record], now=now)
+        row[KEY_ID] = key_id  # who wrote it (lineage), never taken from the body
         try:
             # In a worker thread, the one hop off the event loop: a writer waiting for SQLite's
             # lock (a bulk import holds it) must not stall the recommendations meanwhile.
@@ -261,6 +300,7 @@ def _operations_routes(app: FastAPI, svc: Services) -> None:
             "status": "degraded" if holder.last_error or not svc.reader.up else "ok",
             "model_version": loaded.version if loaded else None,
             "candidate_version": svc.candidate.current.version if svc.candidate.current else None,
+            "auth": "api keys" if svc.auth is not None else "off (--no-auth)",
             "event_store": svc.reader.status(),
             "reloads": holder.reloads,
             "reload_errors": holder.reload_errors,

@@ -38,8 +38,10 @@ class EdgeMiddleware:
     """Gives each request an id (``X-Request-ID``), refuses bodies over ``max_body`` bytes with
     413, adds ``X-Model-Version``, and times every request into ``metrics``."""
 
-    def __init__(self, app: Any, metrics: Metrics, holder: ChampionHolder, max_body: int) -> None:
+    def __init__(self, app: Any, metrics: Metrics, holder: ChampionHolder, max_body: int,
+                 max_in_flight: int = 1_000_000) -> None:  # fmt: skip
         self.app, self.metrics, self.holder, self.max_body = app, metrics, holder, max_body
+        self.max_in_flight, self.in_flight = max_in_flight, 0
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -69,6 +71,13 @@ class EdgeMiddleware:
                     headers[MODEL_VERSION_HEADER] = version
             await send(message)
 
+        if self.in_flight >= self.max_in_flight:  # shed load before doing any work
+            self.metrics.inc("recsys_overloaded_total")
+            busy = JSONResponse({"detail": "too many requests in flight; retry"}, 429,
+                                headers={"Retry-After": "1"})  # fmt: skip
+            await busy(scope, receive, send_with_ids)
+            return
+        self.in_flight += 1  # one event loop: no lock needed
         try:
             length = dict(scope["headers"]).get(b"content-length", b"0")
             if not length.isdigit() or int(length) > self.max_body:
@@ -77,5 +86,6 @@ class EdgeMiddleware:
                 return
             await self.app(scope, receive_limited, send_with_ids)
         finally:
+            self.in_flight -= 1
             route = getattr(scope.get("route"), "path", "unmatched")  # templates, not raw paths
             self.metrics.observe(route, scope["method"], status, time.perf_counter() - start)

@@ -69,6 +69,8 @@ HELP = {
     "recsys_impressions_dropped_total": "Impressions dropped because the write queue was full.",
     "recsys_events_stored_total": "Events stored by POST /events.",
     "recsys_events_duplicate_total": "Events posted again with a known event id.",
+    "recsys_rate_limited_total": "Requests refused by a key's rate limit (429).",
+    "recsys_overloaded_total": "Requests refused because too many were in flight (429).",
 }
 
 

@@ -17,6 +17,7 @@ from recsys.release import ab
 from recsys.release.gate import DEFAULT_CONFIG
 from recsys.serving.app import create_app
 from tests.helpers.registry import STORED_MODEL, stored_champion
+from tests.helpers.serving import OPEN
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +67,7 @@ def test_an_ab_test_splits_by_user_reads_out_and_concludes(two_versions, capsys)
     assert str(reg.alias(ab.CANDIDATE).version) == v2
 
     users = [f"user-{n}" for n in range(600)]
-    with TestClient(create_app(settings, poll_seconds=0)) as client:
+    with TestClient(create_app(settings, poll_seconds=0, serving=OPEN)) as client:
         answers = _simulate(client, users)
         assert client.get("/health").json()["candidate_version"] == v2
         # The arm is the hash's, answered by that arm's version, the same on every request.
@@ -124,7 +125,7 @@ def test_a_losing_candidate_is_stopped_and_champion_stays(two_versions):
     settings, v1, v2 = two_versions
     ab.start(settings, v2, "drill: a worse candidate")
     CTR_SWAPPED = {"champion": 0.40, "candidate": 0.05}
-    with TestClient(create_app(settings, poll_seconds=0)) as client:
+    with TestClient(create_app(settings, poll_seconds=0, serving=OPEN)) as client:
         rng = random.Random(1)
         for n in range(600):
             user = f"user-{n}"

@@ -18,6 +18,7 @@ from recsys.data import collect, events, features, synthetic, validate
 from recsys.data.lake import Interval
 from recsys.release import pipeline, promote
 from recsys.serving.app import create_app
+from tests.helpers.serving import OPEN
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +48,7 @@ def app(settings_):
     pipeline.evaluate(settings_, trained["run_id"], CFG)
     version = pipeline.register(settings_, trained["run_id"])["version"]
     assert promote.run(settings_, version, CFG)["promoted"]
-    return create_app(settings_, poll_seconds=0)
+    return create_app(settings_, poll_seconds=0, serving=OPEN)
 
 
 @pytest.fixture(scope="module")

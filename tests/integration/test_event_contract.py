@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from recsys import cli
 from recsys.data import event_files, events, features, ingest
 from recsys.data.lake import Interval
+from tests.helpers.serving import OPEN
 
 FAST = settings(
     max_examples=10,
@@ -29,7 +30,7 @@ FAST = settings(
 def client(backend_settings):
     from recsys.serving.app import create_app
 
-    with TestClient(create_app(backend_settings, poll_seconds=0)) as c:
+    with TestClient(create_app(backend_settings, poll_seconds=0, serving=OPEN)) as c:
         yield c
 
 

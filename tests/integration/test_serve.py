@@ -20,6 +20,7 @@ from recsys.registry.client import Registry
 from recsys.release import pipeline, promote
 from recsys.serving.app import create_app
 from tests.helpers.pipeline import ingest_days
+from tests.helpers.serving import OPEN
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +57,7 @@ def served(tmp_path_factory, module_store_url):
 def client(served):
     settings, v1, _ = served
     Registry(settings).set_alias(CHAMPION, v1)
-    with TestClient(create_app(settings, poll_seconds=0)) as c:
+    with TestClient(create_app(settings, poll_seconds=0, serving=OPEN)) as c:
         yield c
 
 
@@ -137,7 +138,7 @@ def test_an_anonymous_session_is_ranked_from_the_items_it_sends(client):
 def test_a_new_item_is_explored_never_an_error(served):
     settings, v1, _ = served
     Registry(settings).set_alias(CHAMPION, v1)
-    explore_all = ServingConfig(exploration_share=1.0)  # every slot goes to a new item if any
+    explore_all = dataclasses.replace(OPEN, exploration_share=1.0)  # every slot to a new item
     with TestClient(create_app(settings, poll_seconds=0, serving=explore_all)) as c:
         for user in ("u3", "u4"):
             posted = {"user_id": user, "item_id": "brand-new-item", "event_type": "purchase"}
@@ -241,7 +242,7 @@ def test_impressions_queued_at_shutdown_are_written(served):
     settings, v1, _ = served
     Registry(settings).set_alias(CHAMPION, v1)
     start = dt.datetime.now(dt.UTC)
-    with TestClient(create_app(settings, poll_seconds=0)) as c:
+    with TestClient(create_app(settings, poll_seconds=0, serving=OPEN)) as c:
         ids = [c.get(f"/recommendations/u{n}").json()["request_id"] for n in range(1, 6)]
     engine = events.EventStore(settings.event_store_url).engine
     shown = impressions.read(engine, start, dt.datetime.now(dt.UTC))
@@ -444,7 +445,7 @@ def test_not_ready_without_a_model(served, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     unreachable = dataclasses.replace(settings, tracking_uri="http://127.0.0.1:9")
     try:
-        with TestClient(create_app(unreachable, poll_seconds=0)) as c:
+        with TestClient(create_app(unreachable, poll_seconds=0, serving=OPEN)) as c:
             assert c.get("/health").status_code == 200
             assert c.get("/ready").status_code == 503
             assert c.get("/recommendations/u1").status_code == 503
@@ -583,7 +584,6 @@ def test_registered_versions_have_a_signature_and_a_working_input_example(served
 def test_the_server_freezes_what_it_loaded_before_it_starts(served, monkeypatch):
     import gc
 
-    from recsys.config import ServingConfig
     from recsys.serving import app as serving
 
     settings, v1, _ = served

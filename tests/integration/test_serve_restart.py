@@ -58,7 +58,7 @@ def _free_port() -> int:
 
 def _start(settings: Settings, port: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, **settings.as_env()}
-    cmd = [str(RECSYS), "serve", "--port", str(port), "--poll-seconds", "60"]
+    cmd = [str(RECSYS), "serve", "--port", str(port), "--poll-seconds", "60", "--no-auth"]
     with log.open("a") as out:
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
 

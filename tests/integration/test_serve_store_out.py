@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from recsys.config import ServingConfig
 from tests.helpers.registry import stored_champion
+from tests.helpers.serving import OPEN
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def client(backend_settings, tmp_path):
     from recsys.serving.app import create_app
 
     stored_champion(backend_settings, tmp_path)
-    serving = dataclasses.replace(ServingConfig(), store_retry_s=0.5, store_timeout_s=1.0)
+    serving = dataclasses.replace(OPEN, store_retry_s=0.5, store_timeout_s=1.0)
     with TestClient(create_app(backend_settings, poll_seconds=0, serving=serving)) as c:
         yield c
 

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.helpers.registry import stored_champion
+from tests.helpers.serving import OPEN
 
 ITEM_IDS = [f"i{i}" for i in range(1, 13)]  # what generate.py stored
 
@@ -38,7 +39,7 @@ def test_a_version_registered_before_the_move_serves(stored):
     from recsys.serving.app import create_app
 
     settings, version = stored
-    with TestClient(create_app(settings, poll_seconds=0)) as client:
+    with TestClient(create_app(settings, poll_seconds=0, serving=OPEN)) as client:
         resp = client.post("/recommendations", json={"items": ["i3", "i4"], "k": 5})
         assert resp.status_code == 200, resp.text
         body = resp.json()
