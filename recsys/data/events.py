@@ -50,6 +50,7 @@ events_table = sa.Table(
     sa.Index(
         "ix_events_user_history", S.USER_ID, S.EVENT_TIME, S.EVENT_ID, S.ITEM_ID, S.EVENT_TYPE
     ),
+    sa.Index("ix_events_request_id", REQUEST_ID),  # feedback checked for replays
 )
 
 _CHUNK = 5_000
@@ -230,6 +231,18 @@ class EventStore:
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()  # tuples: much cheaper than row mappings
         return pd.DataFrame.from_records(rows, columns=list(S.EVENT_COLUMNS))
+
+    def answered(self, request_id: str, item_id: str, event_type: str, event_id: str) -> bool:
+        """Whether another event (not ``event_id``) already gave this feedback on this list."""
+        c = events_table.c
+        query = (
+            sa.select(c[S.EVENT_ID])
+            .where(c[REQUEST_ID] == request_id, c[S.ITEM_ID] == item_id)
+            .where(c[S.EVENT_TYPE] == event_type, c[S.EVENT_ID] != event_id)
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
 
     def writers(self, start: dt.datetime, end: dt.datetime) -> dict[str, int]:
         """Events ingested in ``[start, end)`` per API key that wrote them (lineage)."""

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from recsys import schema as S
 from recsys.config import LakePath
-from recsys.data.events import REQUEST_ID, EventStore, events_table, utc_naive
+from recsys.data.events import KEY_ID, REQUEST_ID, EventStore, events_table, utc_naive
 from recsys.data.lake import Interval, write_json
 
 log = logging.getLogger(__name__)
@@ -163,12 +163,15 @@ def read(engine: sa.Engine, start: dt.datetime, end: dt.datetime) -> list[Impres
 
 
 def read_clicks(engine: sa.Engine, start: dt.datetime, end: dt.datetime) -> list[Click]:
-    """Clicks that carry a request id, ingested in ``[start, end)``."""
+    """Clicks that carry a request id, ingested in ``[start, end)``, written with an API key:
+    the API checked their request id was served to that user, lately, and not answered yet.
+    Imported or unauthenticated clicks are not feedback anyone vouched for: they never count."""
     c = events_table.c
     query = (
         sa.select(c[REQUEST_ID], c[S.ITEM_ID], c[S.INGESTED_AT])
         .where(c[S.INGESTED_AT] >= utc_naive(start), c[S.INGESTED_AT] < utc_naive(end))
         .where(c[S.EVENT_TYPE] == CLICK, c[REQUEST_ID].is_not(None), c[S.ITEM_ID].is_not(None))
+        .where(c[KEY_ID].is_not(None))
     )
     with engine.connect() as conn:
         return [Click(*row) for row in conn.execute(query)]

@@ -35,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from recsys import schema as S
 from recsys.config import ServingConfig, Settings
 from recsys.data.events import KEY_ID, REQUEST_ID, EventStore, prepare_rows
-from recsys.data.impressions import Impression, ImpressionLog
+from recsys.data.impressions import ATTRIBUTION, Impression, ImpressionLog
 from recsys.model.recommender import EXPLORE, MODEL, Ranked, blend, request_seed
 from recsys.release.ab import CANDIDATE, ABConfig, arm_of
 from recsys.release.freshness import Freshness, FreshnessConfig
@@ -58,6 +58,7 @@ from recsys.serving.schemas import (
     parse_params,
     request_models,
 )
+from recsys.serving.signing import RequestSigner, load_secret
 from recsys.serving.store import StoreReader
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class Services:
     ab_share: float
     auth: Authenticator | None  # None: ``--no-auth``
     limiter: RateLimiter
+    signer: RequestSigner
 
     def caller(self, request: Request, scope: str) -> str | None:
         """The id of the API key calling with ``scope`` (None without auth), or 401/403/429."""
@@ -125,7 +127,8 @@ class Services:
         arm: str | None = None,
     ) -> dict[str, Any]:
         """One list, exactly as ``RecommendationsOut``, logged as an impression."""
-        request_id, rec = request.scope["recsys.request_id"], loaded.recommender
+        request_id, rec = self.signer.sign(user_id), loaded.recommender
+        request.scope["recsys.request_id"] = request_id  # bound to the user: feedback checks it
         request.scope["recsys.model_version"] = loaded.version
         seen = set(history) if exclude_seen else set()
         cold = not rec.knows(history)
@@ -178,6 +181,7 @@ def create_app(
         ab_share=ABConfig.load().share,
         auth=Authenticator(KeyStore(store.engine), cfg.key_cache_s) if cfg.require_keys else None,
         limiter=RateLimiter(cfg.rate_per_key, cfg.rate_burst),
+        signer=RequestSigner(load_secret(settings.home), ATTRIBUTION),
     )
     if not cfg.require_keys:
         log.warning("API keys are not required (--no-auth): anyone who reaches the API may write")
@@ -271,6 +275,8 @@ def _event_routes(app: FastAPI, svc: Services) -> None:
         (row,) = prepare_rows([record], now=now)
         row[KEY_ID] = key_id  # who wrote it (lineage), never taken from the body
         try:
+            if event.request_id:  # refused with 422 unless this user was served that list lately
+                await run_in_threadpool(_check_feedback, svc, row)
             # In a worker thread, the one hop off the event loop: a writer waiting for SQLite's
             # lock (a bulk import holds it) must not stall the recommendations meanwhile.
             stored = await run_in_threadpool(svc.store.append_one, row)
@@ -287,6 +293,18 @@ def _event_routes(app: FastAPI, svc: Services) -> None:
             "duplicate": not stored,
             REQUEST_ID: row[REQUEST_ID],
         }
+
+
+def _check_feedback(svc: Services, row: dict[str, Any]) -> None:
+    """422 for feedback on a list not served to this user lately, or already answered."""
+    why = svc.signer.check(row[REQUEST_ID], row[S.USER_ID])
+    if not why and svc.store.answered(
+        row[REQUEST_ID], row[S.ITEM_ID], row[S.EVENT_TYPE], row[S.EVENT_ID]
+    ):
+        why = f"this list was already answered with a {row[S.EVENT_TYPE]} on {row[S.ITEM_ID]}"
+    if why:
+        svc.metrics.inc("recsys_feedback_refused_total")
+        raise HTTPException(422, f"request_id {row[REQUEST_ID]!r} refused: {why}")
 
 
 def _operations_routes(app: FastAPI, svc: Services) -> None:

@@ -64,7 +64,7 @@ class EdgeMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = MutableHeaders(scope=message)
-                headers[REQUEST_ID_HEADER] = request_id
+                headers[REQUEST_ID_HEADER] = scope.get("recsys.request_id", request_id)
                 loaded = self.holder.current
                 version = scope.get("recsys.model_version") or (loaded and loaded.version)
                 if version:

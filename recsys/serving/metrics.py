@@ -71,6 +71,7 @@ HELP = {
     "recsys_events_duplicate_total": "Events posted again with a known event id.",
     "recsys_rate_limited_total": "Requests refused by a key's rate limit (429).",
     "recsys_overloaded_total": "Requests refused because too many were in flight (429).",
+    "recsys_feedback_refused_total": "Feedback naming a forged, foreign, stale or answered list.",
 }
 
 

@@ -1,4 +1,4 @@
-"""History reads that must agree on every backend."""
+"""Events for the tests: history reads that must agree on every backend, vouched clicks."""
 
 from recsys.data import events
 
@@ -23,3 +23,12 @@ def assert_history_reads_agree(store: events.EventStore) -> None:
             rows = conn.execute(events._HISTORY, {"user": user, "limit": limit}).all()
         assert store.history_rows(user, limit) == [tuple(r) for r in reversed(rows)]
     assert len(store.history_rows("u", 200)) == 30 and "x" not in store.history("u")
+
+
+TEST_KEY = "k-test"  # the API key id that vouches for clicks written straight into a store
+
+
+def vouched(records: list[dict], key_id: str = TEST_KEY) -> list[dict]:
+    """``prepare_rows(records)`` as the API stores them: written with an API key, so the online
+    guard and A/B readouts count them (``impressions.read_clicks``)."""
+    return [{**row, events.KEY_ID: key_id} for row in events.prepare_rows(records)]

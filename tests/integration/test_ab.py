@@ -15,9 +15,8 @@ from recsys.registry.alias_log import AliasConflict, AliasLog
 from recsys.registry.client import Registry
 from recsys.release import ab
 from recsys.release.gate import DEFAULT_CONFIG
-from recsys.serving.app import create_app
 from tests.helpers.registry import STORED_MODEL, stored_champion
-from tests.helpers.serving import OPEN
+from tests.helpers.serving import keyed_client
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +40,7 @@ def two_versions(backend_settings, tmp_path, monkeypatch):
 def _simulate(client, users, seed=0):
     """Each user asks once and clicks the first item with their arm's true CTR."""
     rng = random.Random(seed)
-    answers = {}
+    answers, client.clicked = {}, {arm: 0 for arm in ab.ARMS}
     for user in users:
         body = {"user_id": user, "items": ["i1", "i2", "i3"], "k": 5}
         answer = client.post("/recommendations", json=body).json()
@@ -50,8 +49,33 @@ def _simulate(client, users, seed=0):
             click = {"user_id": user, "item_id": answer["items"][0]["item_id"],
                      "event_type": "click", "request_id": answer["request_id"]}  # fmt: skip
             assert client.post("/events", json=click).status_code == 201
+            client.clicked[answer["arm"]] += 1
     assert client.app.state.impressions.flush()
     return answers
+
+
+def _flood_the_champion_arm(settings, client, answers):
+    """An attacker clicks every champion-arm list, to make the champion win: without a key, with
+    request ids forged or served to others, and by importing clicks. None of it may count."""
+    import datetime as dt
+
+    from recsys.data import events
+
+    champion_lists = [a for a in answers.values() if a["arm"] == "champion"]
+    anonymous = TestClient(client.app)  # the same server, no key
+    forged_store = []
+    for n, answer in enumerate(champion_lists):
+        click = {"user_id": answer["user_id"], "item_id": answer["items"][0]["item_id"],
+                 "event_type": "click", "request_id": answer["request_id"]}  # fmt: skip
+        assert anonymous.post("/events", json=click).status_code == 401
+        other = {**click, "user_id": f"attacker-{n}"}
+        assert client.post("/events", json=other).status_code == 422
+        tail = "yyy" if answer["request_id"].endswith("zzz") else "zzz"
+        forged = {**click, "request_id": answer["request_id"][:-3] + tail}
+        assert client.post("/events", json=forged).status_code == 422
+        forged_store.append({**click, "event_id": f"imported-{n}",
+                             "ingested_at": dt.datetime.now(dt.UTC)})  # fmt: skip
+    events.EventStore(settings.event_store_url).append(events.prepare_rows(forged_store))
 
 
 def test_an_ab_test_splits_by_user_reads_out_and_concludes(two_versions, capsys):
@@ -67,8 +91,9 @@ def test_an_ab_test_splits_by_user_reads_out_and_concludes(two_versions, capsys)
     assert str(reg.alias(ab.CANDIDATE).version) == v2
 
     users = [f"user-{n}" for n in range(600)]
-    with TestClient(create_app(settings, poll_seconds=0, serving=OPEN)) as client:
+    with keyed_client(settings) as client:
         answers = _simulate(client, users)
+        _flood_the_champion_arm(settings, client, answers)
         assert client.get("/health").json()["candidate_version"] == v2
         # The arm is the hash's, answered by that arm's version, the same on every request.
         for user, answer in answers.items():
@@ -97,6 +122,7 @@ def test_an_ab_test_splits_by_user_reads_out_and_concludes(two_versions, capsys)
         for arm in ab.ARMS:
             got = state["arms"][arm]
             assert got["impressions"] == n_arm[arm]
+            assert got["clicked"] == client.clicked[arm]  # the flood counted for nothing
             assert got["ctr_low"] < got["ctr"] < got["ctr_high"]
             assert got["ctr_low"] < CTR[arm] < got["ctr_high"]
         assert state["look"] == min(n_arm.values()) // 100 >= 2
@@ -125,7 +151,7 @@ def test_a_losing_candidate_is_stopped_and_champion_stays(two_versions):
     settings, v1, v2 = two_versions
     ab.start(settings, v2, "drill: a worse candidate")
     CTR_SWAPPED = {"champion": 0.40, "candidate": 0.05}
-    with TestClient(create_app(settings, poll_seconds=0, serving=OPEN)) as client:
+    with keyed_client(settings) as client:
         rng = random.Random(1)
         for n in range(600):
             user = f"user-{n}"

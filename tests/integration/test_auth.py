@@ -123,3 +123,21 @@ def test_no_auth_is_explicit(served):
     ) as c:
         assert c.get("/health").json()["auth"] == "off (--no-auth)"
         assert c.post("/events", json=_click()).status_code == 201
+
+
+def test_a_flood_without_a_key_writes_no_impression_and_no_click(served):
+    """To drag a live model's CTR down (and trip the online guard) an attacker must be served
+    lists, or post clicks: without a key neither leaves a trace the guard reads."""
+    from recsys.data import impressions
+
+    start = dt.datetime.now(dt.UTC)
+    with TestClient(create_app(served, poll_seconds=0, serving=STRICT)) as client:
+        for n in range(200):
+            assert client.get(f"/recommendations/u{n % 5}").status_code == 401
+            click = {**_click(f"u{n % 5}"), "request_id": f"forged-{n}"}
+            assert client.post("/events", json=click).status_code == 401
+        assert client.app.state.impressions.flush()
+        end = dt.datetime.now(dt.UTC)
+        assert impressions.read(client.app.state.store.engine, start, end) == []
+    assert impressions.ctr_by_version(served.event_store_url, start, end) == {}
+    assert events.EventStore(served.event_store_url).count() == 0

@@ -10,6 +10,7 @@ from recsys.data.impressions import Impression, ImpressionLog
 from recsys.registry import aliases
 from recsys.registry.alias_log import AliasLog
 from recsys.release.online_guard import OnlineGuardConfig, check, ctr_dropped
+from tests.helpers.events import vouched
 from tests.helpers.registry import tiny_versions
 
 CFG = OnlineGuardConfig(min_impressions=100)
@@ -40,7 +41,7 @@ def serve(settings, version, n, clicked, at):
          "event_time": at.isoformat(), "ingested_at": at + dt.timedelta(seconds=5)}
         for i in range(clicked)
     ]  # fmt: skip
-    store.append(events.prepare_rows(clicks))
+    store.append(vouched(clicks))
 
 
 @pytest.mark.parametrize("live_clicks,rolls_back", [(20, True), (100, False)])

@@ -20,7 +20,7 @@ from recsys.registry.client import Registry
 from recsys.release import pipeline, promote
 from recsys.serving.app import create_app
 from tests.helpers.pipeline import ingest_days
-from tests.helpers.serving import OPEN
+from tests.helpers.serving import OPEN, keyed_client
 
 pytestmark = pytest.mark.slow
 
@@ -219,17 +219,35 @@ def test_a_locked_event_store_is_a_503_to_retry_never_a_500(client, served):
     assert stored() == ["locked-1"]
 
 
-def test_a_served_list_is_an_impression_and_its_click_is_joined(client, served):
+def test_a_served_list_is_an_impression_and_its_click_is_joined(served):
     settings, v1, _ = served
+    Registry(settings).set_alias(CHAMPION, v1)
     start = dt.datetime.now(dt.UTC)
-    resp = client.get("/recommendations/u5", params={"k": 5})
-    request_id, items = resp.json()["request_id"], _items(resp)
-    clicked = {"user_id": "u5", "item_id": items[1], "event_type": "click"}
-    posted = client.post("/events", json={**clicked, "request_id": request_id})
-    assert posted.status_code == 201 and posted.json()["request_id"] == request_id
-    assert client.app.state.impressions.flush(10)
-    end = dt.datetime.now(dt.UTC)
-    (shown,) = impressions.read(client.app.state.store.engine, start, end)
+    with keyed_client(settings) as client:
+        resp = client.get("/recommendations/u5", params={"k": 5})
+        request_id, items = resp.json()["request_id"], _items(resp)
+        assert resp.headers["X-Request-ID"] == request_id
+        clicked = {"user_id": "u5", "item_id": items[1], "event_type": "click"}
+        posted = client.post("/events", json={**clicked, "request_id": request_id})
+        assert posted.status_code == 201 and posted.json()["request_id"] == request_id
+        # The request id is signed and bound to u5: another user's, a forged or a replayed
+        # click on it is refused, and never joined.
+        foreign = client.post(
+            "/events", json={**clicked, "user_id": "u6", "request_id": request_id}
+        )
+        assert foreign.status_code == 422 and "forged or foreign" in foreign.text
+        forged = request_id[:-4] + ("AAAA" if not request_id.endswith("AAAA") else "BBBB")
+        assert client.post("/events", json={**clicked, "request_id": forged}).status_code == 422
+        made_up = client.post("/events", json={**clicked, "request_id": "r-123"})
+        assert made_up.status_code == 422 and "not a request id" in made_up.text
+        replay = client.post("/events", json={**clicked, "request_id": request_id})
+        assert replay.status_code == 422 and "already answered" in replay.text
+        retry = client.post("/events", json={**clicked, "request_id": request_id,
+                                            "event_id": posted.json()["event_id"]})  # fmt: skip
+        assert retry.status_code == 201 and retry.json()["duplicate"]  # a retry, not a replay
+        assert client.app.state.impressions.flush(10)
+        end = dt.datetime.now(dt.UTC)
+        (shown,) = impressions.read(client.app.state.store.engine, start, end)
     assert shown.request_id == request_id and shown.user_id == "u5"
     assert shown.model_version == v1 and list(shown.items) == items and not shown.cold_start
     ctr = impressions.ctr_by_version(settings.event_store_url, start, end)

@@ -19,6 +19,7 @@ from recsys.data.impressions import (
     impressions_table,
     read,
 )
+from tests.helpers.events import vouched
 
 T0 = dt.datetime(2024, 3, 1, 12)
 
@@ -129,7 +130,7 @@ def test_ctr_by_version_reads_impressions_and_clicks_from_the_store(tmp_path, st
         return {**rec, "ingested_at": at, "request_id": rid}
 
     store.append(
-        events.prepare_rows(
+        vouched(
             [
                 posted("r1", "a", 2),
                 posted("r2", "a", 3, event_type="view"),  # a view is not a click
@@ -138,6 +139,8 @@ def test_ctr_by_version_reads_impressions_and_clicks_from_the_store(tmp_path, st
             ]
         )
     )
+    # Imported, or posted to a server without keys: nobody vouched for it, it never counts.
+    store.append(events.prepare_rows([{**posted("r2", "b", 5), "event_id": "unvouched"}]))
     ctr = ctr_by_version(url, T0, T0 + dt.timedelta(hours=1))
     assert ctr == {
         "1": {"model_version": "1", "impressions": 2, "clicked": 1, "clicks": 1, "ctr": 0.5},
@@ -254,7 +257,7 @@ def test_collect_ctr_writes_the_interval_and_rewrites_the_one_before_final(tmp_p
     ImpressionLog(store.engine).write([imp("r1"), imp("r2", "2", minutes=24 * 60)])  # day 1, 2
     at = T0 + dt.timedelta(minutes=5)
     row = {"user_id": "u", "item_id": "a", "event_type": "click", "event_time": at}
-    store.append(events.prepare_rows([{**row, "ingested_at": at, "request_id": "r1"}]))
+    store.append(vouched([{**row, "ingested_at": at, "request_id": "r1"}]))
     day1 = Interval(dt.datetime(2024, 3, 1), dt.datetime(2024, 3, 2))
     day2 = Interval(dt.datetime(2024, 3, 2), dt.datetime(2024, 3, 3))
     lake = tmp_path / "lake"
