@@ -211,12 +211,13 @@ def judge(
     train: list[list[int]],
     n_known: int,
     cfg: GateConfig,
-    new_data: set[int] | None,
+    new_data: tuple[set[int], set[int]] | None,
     min_events: int,
 ) -> Verdict:
     """The real gate on the day's frozen evaluation set: the leave-last-out test items of
     everything before the day, scored through the serving class, both models timed together.
-    ``new_data``: the users active since the champion's data (a fine-tune); None for a retrain."""
+    ``new_data``: ``(users, items)`` with events since the champion's data (a fine-tune), whose
+    cases the incremental policy calls new; None for a retrain."""
     from recsys.model.recommender import Recommender
     from recsys.release.evidence import gather, latency_p95_ms, latency_sample
 
@@ -228,7 +229,9 @@ def judge(
     evidence = [dataclasses.replace(e, p95_ms=t) for e, t in zip(evidence, p95, strict=True)]
     mask = None
     if new_data is not None:
-        mask = np.array([u in new_data for u in split.test_users], dtype=bool)
+        users, items = new_data
+        cases = zip(split.test_users, split.test_target, strict=True)
+        mask = np.array([u in users or t in items for u, t in cases], dtype=bool)
     policy = FULL if new_data is None else INCREMENTAL
     champ = evidence[1] if champion is not None else None
     return decide(evidence[0], champ, cfg, policy=policy, new_data=mask)
@@ -374,8 +377,11 @@ def replay(
             if cand is None:
                 decision |= {"promoted": False, "reason": "nothing to fine-tune on"}
             else:
-                verdict = judge(cand.checkpoint, live, cases.train, n_known, gate, new_data,
-                                min_events)  # fmt: skip
+                new = None
+                if new_data is not None:
+                    items = {i for h in histories for i, t in h if live_start <= t < start}
+                    new = (new_data, items)
+                verdict = judge(cand.checkpoint, live, cases.train, n_known, gate, new, min_events)
                 notes = {c.name: c.note for c in verdict.criteria if "ndcg" in c.name}
                 decision |= {"promoted": verdict.promote, "reason": verdict.reason,
                              "policy": verdict.policy, "criteria": notes}  # fmt: skip

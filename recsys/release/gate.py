@@ -6,8 +6,9 @@ the challenger's mode:
 * a full retrain must improve NDCG@k *with confidence*: the lower bound of a seeded paired
   bootstrap over users of (challenger - champion) must exceed ``margin``;
 * an incremental fine-tune must be non-inferior overall (that lower bound above the small negative
-  ``incremental_margin``) and better where it was trained to be: on the users with events since
-  its parent (the lower bound there above ``new_data_margin``), and no worse on the old-data slice;
+  ``incremental_margin``) and better where it was trained to be: on the cases whose user or
+  target item has events since its parent (the ``new_data_confidence`` bound there above
+  ``new_data_margin``), and non-inferior on the others;
 * guard-rails must not regress past their tolerance: HR@k, catalogue coverage, a cold-start
   slice, the old-data slice of an incremental model (forgetting), p95 scoring latency;
 * the challenger must load and answer through the serving code path (infra validation).
@@ -47,9 +48,9 @@ class GateConfig:
     latency_floor_ms: float = 5.0  # ...above this floor (below it, differences are timer noise)
     latency_max_ms: float = 50.0  # and an absolute ceiling on the challenger's p95
     incremental_margin: float = -0.005  # a fine-tune's overall lower bound must exceed this...
-    new_data_margin: float = 0.0  # ...and its lower bound on the users with new data this,
+    new_data_margin: float = 0.0  # ...and its bound on the new data (users or items) this,
     new_data_confidence: float = 0.5  # at this one-sided confidence (0.5: the median gain)
-    min_new_users: int = 10  # fewer users with new data in the evaluation set: it cannot show it
+    min_new_users: int = 10  # fewer cases with new data in the evaluation set: it cannot show it
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> GateConfig:
@@ -257,19 +258,20 @@ def _gain(new: np.ndarray, old: np.ndarray, cfg: GateConfig, policy: str) -> Cri
 def _slice_gains(
     new: np.ndarray, old: np.ndarray, cfg: GateConfig, new_data: np.ndarray | None
 ) -> list[Criterion]:
-    """A fine-tune's two slices: better on the users with events since its parent (what it was
-    trained on), and non-inferior on the others (what it must not forget)."""
+    """A fine-tune's two slices: better on the new data (evaluation cases whose user or target
+    item has events since its parent: what it was trained on), and non-inferior on the old (what
+    it must not forget)."""
     k, conf = cfg.k, f"{cfg.confidence:.0%}"
-    name = f"ndcg@{k} gain on users with new data, {cfg.new_data_confidence:.0%} lower bound"
+    name = f"ndcg@{k} gain on new data, {cfg.new_data_confidence:.0%} lower bound"
     rule = f"> margin {cfg.new_data_margin}"
     n = 0 if new_data is None else int(np.count_nonzero(new_data))
     if new_data is None or n < cfg.min_new_users:
         return [Criterion(name, None, None, rule, False,
-                          f"{n} users with new data, fewer than {cfg.min_new_users}")]  # fmt: skip
+                          f"{n} cases with new data, fewer than {cfg.min_new_users}")]  # fmt: skip
     mask = np.asarray(new_data, dtype=bool)
     out = [_slice(name, new[mask], old[mask], cfg, cfg.new_data_margin, cfg.new_data_confidence)]
     if np.count_nonzero(~mask):
-        out.append(_slice(f"ndcg@{k} change on users without new data, {conf} lower bound",
+        out.append(_slice(f"ndcg@{k} change on old data, {conf} lower bound",
                           new[~mask], old[~mask], cfg, cfg.incremental_margin))  # fmt: skip
     return out
 

@@ -210,11 +210,13 @@ def _judge(settings: Settings, reg: Any, challenger: Any, metrics: dict[str, flo
 
 def _policy(reg: Any, challenger: Any, fs: Any, split: Any) -> tuple[str, Any]:
     """The gate's policy for the challenger's mode, and for a fine-tune one flag per evaluation
-    user: whether they have events since the parent's data (what the fine-tune trained on)."""
+    case: whether its user, or its target item, has events since the parent's data (what the
+    fine-tune trained on)."""
     import datetime as dt
 
     import numpy as np
 
+    from recsys import schema as S
     from recsys.release.gate import FULL, INCREMENTAL
 
     parent = challenger.tags.get(TAG_PARENT, "")
@@ -223,9 +225,15 @@ def _policy(reg: Any, challenger: Any, fs: Any, split: Any) -> tuple[str, Any]:
     since = reg.version(parent).tags.get(TAG_DATA_END, "")
     if not since:  # a parent without its data end: nothing marks the new data
         return INCREMENTAL, None
-    users = fs.sequences()[0]
-    active = set(fs.sequences(dt.datetime.fromisoformat(since))[0])
-    return INCREMENTAL, np.array([users[i] in active for i in split.test_users], dtype=bool)
+    frame = fs.interactions
+    recent = frame.loc[frame[S.INGESTED_AT] >= dt.datetime.fromisoformat(since)]
+    users, items = set(recent[S.USER_ID]), set(recent[S.ITEM_IDX].tolist())
+    ids = fs.sequences()[0]
+    flags = [
+        ids[u] in users or t in items
+        for u, t in zip(split.test_users, split.test_target, strict=True)
+    ]
+    return INCREMENTAL, np.array(flags, dtype=bool)
 
 
 def _record(reg: Any, settings: Settings, challenger: Any, run_: Any, verdict: Any,

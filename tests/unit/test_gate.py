@@ -181,8 +181,8 @@ def test_a_fine_tune_better_on_its_new_data_and_even_elsewhere_is_promoted(champ
     assert verdict.promote, verdict.reason
     names = [c.name for c in verdict.criteria]
     assert "ndcg@10 change (non-inferiority), 95% lower bound" in names
-    assert "ndcg@10 gain on users with new data, 50% lower bound" in names
-    assert "ndcg@10 change on users without new data, 95% lower bound" in names
+    assert "ndcg@10 gain on new data, 50% lower bound" in names
+    assert "ndcg@10 change on old data, 95% lower bound" in names
     assert "incremental" in verdict.table() and "(incremental policy)" in verdict.reason
 
 
@@ -195,12 +195,12 @@ def test_a_fine_tune_is_rejected_when_it_forgets_or_learns_nothing_new(champion)
     verdict = decide(evidence(forgot), champion, CFG, policy="incremental", new_data=mask)
     assert not verdict.promote
     assert [c.name for c in verdict.criteria if not c.passed][-1].startswith(
-        "ndcg@10 change on users without new data"
+        "ndcg@10 change on old data"
     ), verdict.reason
     # Equal everywhere: non-inferior, but not better on the new data.
     same = decide(evidence(champion.ranks.copy()), champion, CFG, policy="incremental",
                   new_data=mask)  # fmt: skip
-    assert not same.promote and "gain on users with new data" in same.reason
+    assert not same.promote and "gain on new data" in same.reason
     # Too few users with new data to show anything: rejected, and the table says why.
     few = np.zeros(N, dtype=bool)
     few[: CFG.min_new_users - 1] = True
@@ -220,6 +220,6 @@ def test_a_fine_tune_slightly_worse_overall_passes_only_within_the_margin(champi
     assert decide(tuned, champion, CFG, policy="incremental", new_data=mask).promote
     strict = dataclasses.replace(CFG, incremental_margin=0.0)
     verdict = decide(tuned, champion, strict, policy="incremental", new_data=mask)
-    assert not verdict.promote and "users without new data" in verdict.reason
+    assert not verdict.promote and "change on old data" in verdict.reason
     with pytest.raises(ValueError, match="policy"):
         decide(tuned, champion, CFG, policy="weekly")
