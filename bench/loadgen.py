@@ -41,12 +41,17 @@ def client_loop(
     deadline: float,
     out: list[Sample],
     id_prefix: str = "",
+    extra_headers: dict[str, str] | None = None,
 ) -> None:
     """Send requests in order from ``offset`` until ``deadline`` (perf_counter); append samples.
 
     ``id_prefix`` names this client in the ids that fill ``EVENT_ID_SLOT``."""
     conn = http.client.HTTPConnection(host, port, timeout=30)
-    headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
+    headers = {
+        "Content-Type": "application/json",
+        "Connection": "keep-alive",
+        **(extra_headers or {}),
+    }
     i = offset
     while time.perf_counter() < deadline:
         method, path, body = requests[i % len(requests)]
@@ -80,6 +85,7 @@ def run(
     seconds: float,
     warmup: float,
     id_prefix: str = "",
+    extra_headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run ``clients`` threads for ``warmup + seconds``; returns the kept samples and the window."""
     prepared = [
@@ -93,7 +99,16 @@ def run(
     threads = [
         threading.Thread(
             target=client_loop,
-            args=(host, port, prepared, i * stride, deadline, per_thread[i], f"{id_prefix}{i}-"),
+            args=(
+                host,
+                port,
+                prepared,
+                i * stride,
+                deadline,
+                per_thread[i],
+                f"{id_prefix}{i}-",
+                extra_headers,
+            ),  # fmt: skip
             daemon=True,
         )
         for i in range(clients)
@@ -117,11 +132,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds sent but not kept")
     parser.add_argument("--out", type=Path, required=True, help="where to write the samples")
     parser.add_argument("--id-prefix", default="", help="start of the ids put in EVENT_ID_SLOT")
+    parser.add_argument("--key", help="an API key, sent as Authorization: Bearer KEY")
     args = parser.parse_args()
     requests = json.loads(args.requests.read_text())
+    extra = {"Authorization": f"Bearer {args.key}"} if args.key else None
     result = run(
-        args.host, args.port, requests, args.clients, args.seconds, args.warmup, args.id_prefix
-    )
+        args.host, args.port, requests, args.clients, args.seconds, args.warmup, args.id_prefix,
+        extra,
+    )  # fmt: skip
     args.out.write_text(json.dumps(result))
 
 

@@ -13,7 +13,9 @@ reload, the champion's run is registered again as a second version.
 Both servers run as subprocesses with one worker each: ``recsys serve`` (uvicorn, one process,
 torch at ``ServingConfig.torch_threads`` intra-op threads) and ``mlflow models serve -w 1
 --env-manager local`` (uvicorn, torch's default threads). ``recsys serve`` runs twice: as shipped,
-and with ``--state-cache 0`` (unless ``--no-uncached``), where every answer runs the model. No
+and with ``--state-cache 0`` (unless ``--no-uncached``), where every answer runs the model; both
+with ``--no-auth``, and a third time as shipped, with API keys (a ``recommendations:read`` key on
+every request): the "throughput with API keys / --no-auth" lines compare it with the first. No
 history changes during the levels, so as shipped nearly every answer after a user's first comes
 from the state cache: the "state hits" column says how many did. A load generator in its own process
 drives each: 1, 8 and 32 closed-loop clients on keep-alive connections, the same users in the
@@ -66,7 +68,9 @@ RELOAD_CLIENTS = 8
 RELOAD_WINDOW = 5.0  # seconds after the alias move whose latencies are reported
 OURS, MLFLOW = "recsys serve", "mlflow models serve"
 OURS_NO_CACHE = "recsys serve --state-cache 0"
-SHORT = {OURS: "recsys", OURS_NO_CACHE: "recsys_nocache", MLFLOW: "mlflow"}  # file and key names
+OURS_KEYS = "recsys serve (API keys)"  # as shipped: the other two run --no-auth
+SHORT = {OURS: "recsys", OURS_NO_CACHE: "recsys_nocache", OURS_KEYS: "recsys_keys",
+         MLFLOW: "mlflow"}  # fmt: skip  # file and key names
 
 
 # -- setup ------------------------------------------------------------------------------------
@@ -166,14 +170,17 @@ def wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float = 300
     raise SystemExit(f"{url} not ready after {timeout:.0f} s; log: {log}")
 
 
-def check_answer(port: int, request: dict[str, Any]) -> int:
+def check_answer(port: int, request: dict[str, Any], key: str | None = None) -> int:
     """Items in the answer to ``request``: a 200 with an empty list would be a hollow benchmark."""
     body = None if request["body"] is None else json.dumps(request["body"]).encode()
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}{request['path']}",
         data=body,
         method=request["method"],
-        headers={"Content-Type": "application/json"},
+        headers=headers,
     )
     with urllib.request.urlopen(req, timeout=30) as resp:
         answer = json.loads(resp.read())
@@ -182,10 +189,12 @@ def check_answer(port: int, request: dict[str, Any]) -> int:
     return len(answer["predictions"][0]["recommendations"])  # mlflow's pyfunc scoring server
 
 
-def load(port: int, requests: Path, clients: int, seconds: float, out: Path) -> dict[str, Any]:
+def load(port: int, requests: Path, clients: int, seconds: float, out: Path,
+         key: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Run the Python load generator in its own process and return its samples."""
     cmd = [sys.executable, str(LOADGEN), "--port", str(port), "--requests", str(requests)]
     cmd += ["--clients", str(clients), "--seconds", str(seconds), "--out", str(out)]
+    cmd += ["--key", key] if key else []
     subprocess.run(cmd, check=True)
     return json.loads(out.read_text())
 
@@ -199,7 +208,8 @@ def write_tsv(requests: list[dict[str, Any]], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def load_wrk(port: int, requests: Path, clients: int, seconds: float) -> dict[str, float]:
+def load_wrk(port: int, requests: Path, clients: int, seconds: float,
+             key: str | None = None) -> dict[str, float]:  # fmt: skip
     """``wrk`` (one thread, ``clients`` keep-alive connections) replaying ``requests`` (TSV):
     a one-second warm-up, then the measured run; returns what ``summarize`` returns."""
     wrk = shutil.which("wrk")
@@ -209,7 +219,14 @@ def load_wrk(port: int, requests: Path, clients: int, seconds: float) -> dict[st
 
     def run(duration: int) -> dict[str, Any]:
         cmd = [wrk, "-t1", f"-c{clients}", f"-d{duration}s", "--timeout", "30s"]
-        cmd += ["-s", str(WRK_SCRIPT), url, "--", str(requests)]
+        cmd += [
+            "-s",
+            str(WRK_SCRIPT),
+            url,
+            "--",
+            str(requests),
+            *([f"Bearer {key}"] if key else []),
+        ]
         done = subprocess.run(cmd, check=True, capture_output=True, text=True)
         line = next((x for x in done.stdout.splitlines() if x.startswith("WRK_JSON ")), None)
         if line is None:
@@ -275,6 +292,15 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def bench_key(settings: Settings) -> str:
+    """A ``recommendations:read`` key for the keyed server, made in the benchmark's home."""
+    from recsys.data.events import EventStore
+    from recsys.serving.auth import KeyStore
+
+    engine = EventStore(settings.event_store_url).engine
+    return KeyStore(engine).create("recommendations:read", "bench/serve.py")["key"]
+
+
 def run_levels(
     args: argparse.Namespace, settings: Settings, work: Path, stack: ExitStack
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -286,7 +312,13 @@ def run_levels(
     (work / "mlflow.json").write_text(json.dumps(theirs))
     write_tsv(ours, work / "ours.tsv")
     write_tsv(theirs, work / "mlflow.tsv")
-    api_port, nocache_port, mlflow_port = free_port(), free_port(), free_port()
+    api_port, nocache_port, mlflow_port, keys_port = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    )
+    key = bench_key(settings)
 
     def api_cmd(port: int) -> list[str]:
         return [
@@ -306,7 +338,10 @@ def run_levels(
         OURS_NO_CACHE: ([*api_cmd(nocache_port), "--state-cache", "0"], nocache_port, "/ready",
                         "ours.json"),
         MLFLOW: (mlflow_cmd, mlflow_port, "/ping", "mlflow.json"),
+        OURS_KEYS: ([c for c in api_cmd(keys_port) if c != "--no-auth"], keys_port, "/ready",
+                    "ours.json"),  # as shipped: keys required
     }  # fmt: skip
+    keys = {OURS_KEYS: key}
     if args.no_uncached:
         del servers[OURS_NO_CACHE]
     procs, notes = {}, {}
@@ -316,7 +351,7 @@ def run_levels(
         startup = wait_ready(proc, f"http://127.0.0.1:{port}{probe}", log)
         notes[name] = {"command": " ".join(cmd), "startup_s": round(startup, 1), "log": str(log)}
         first = json.loads((work / reqs).read_text())[0]
-        if (n := check_answer(port, first)) != K:
+        if (n := check_answer(port, first, keys.get(name))) != K:
             raise SystemExit(f"{name} answered {n} items instead of {K} to {first['path']}")
         print(f"{name}: ready in {startup:.1f} s ({' '.join(cmd[1:])})", flush=True)
     names = list(servers)
@@ -332,11 +367,12 @@ def run_levels(
                 _, port, _, reqs = servers[name]
                 before = state_cache_counts(port) if name != MLFLOW else None
                 if args.loadgen == "wrk":
-                    stats = load_wrk(port, work / reqs.replace(".json", ".tsv"), clients, seconds)
+                    tsv = work / reqs.replace(".json", ".tsv")
+                    stats = load_wrk(port, tsv, clients, seconds, keys.get(name))
                 else:
                     out = work / f"{SHORT[name]}-{clients}-{rnd}.json"
-                    stats = summarize(load(port, work / reqs, clients, seconds, out)["samples"],
-                                      seconds)  # fmt: skip
+                    samples = load(port, work / reqs, clients, seconds, out, keys.get(name))
+                    stats = summarize(samples["samples"], seconds)
                 if before is not None:
                     (h0, m0), (h1, m1) = before, state_cache_counts(port)
                     hits[name, clients][0] += h1 - h0
@@ -428,6 +464,7 @@ def report(rows: list[dict[str, Any]], reload: dict[str, Any], notes: dict[str, 
         )
     ours = {r["clients"]: r for r in rows if r["server"] == OURS}
     uncached = {r["clients"]: r for r in rows if r["server"] == OURS_NO_CACHE}
+    keyed = {r["clients"]: r for r in rows if r["server"] == OURS_KEYS}
     theirs = {r["clients"]: r for r in rows if r["server"] == MLFLOW}
     lines.append("")
     for c in sorted(set(ours) & set(theirs)):
@@ -436,6 +473,9 @@ def report(rows: list[dict[str, Any]], reload: dict[str, Any], notes: dict[str, 
         if c in uncached and theirs[c]["req_s"]:
             line += f" ({uncached[c]['req_s'] / theirs[c]['req_s']:.1f}x with no state cache)"
         lines.append(line)
+    for c in sorted(set(ours) & set(keyed)):
+        ratio = keyed[c]["req_s"] / ours[c]["req_s"] if ours[c]["req_s"] else float("nan")
+        lines.append(f"throughput with API keys / --no-auth at {c:>2} clients: {ratio:5.3f}")
     if 8 in ours and 8 in theirs:
         p99, ratio = ours[8]["p99_ms"], ours[8]["req_s"] / max(theirs[8]["req_s"], 1e-9)
         lines.append(

@@ -13,6 +13,7 @@ function init(args)
     local method, target, body = line:match("^(%u+)\t([^\t]+)\t?(.*)$")
     if method == nil then error("bad request line: " .. line) end
     local headers = { ["Content-Type"] = "application/json" }
+    if args[2] then headers["Authorization"] = args[2] end  -- an API key: "Bearer KEY"
     if body == "" then body = nil end
     requests[#requests + 1] = wrk.format(method, target, headers, body)
   end
