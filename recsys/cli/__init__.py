@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from recsys.cli import ab, data, keys, models, serving
+from recsys.cli import ab, data, keys, models, serving, store
 from recsys.config import Settings
 
 
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_commands(sub)
     ab.add_commands(sub)
     keys.add_commands(sub)
+    store.add_commands(sub)
     serving.add_commands(sub)
     return parser
 
