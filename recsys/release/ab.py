@@ -20,21 +20,18 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-import os
-import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
 from recsys.config import CHAMPION, Settings
+from recsys.release.policy_file import load_table, spent_alpha
 
 CANDIDATE = "candidate"
 ARMS = (CHAMPION, CANDIDATE)
 WIN, LOSE, CONTINUE = "candidate wins", "candidate loses", "continue"
-DEFAULT_CONFIG = Path(__file__).with_name("promotion.toml")
-ENV_CONFIG = "RECSYS_PROMOTION_CONFIG"
 
 
 @dataclass(frozen=True)
@@ -50,15 +47,10 @@ class ABConfig:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ABConfig:
-        path = Path(path or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG)
-        data = tomllib.loads(path.read_text()).get("ab", {})
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown [ab] settings {unknown} in {path}")
-        return cls(**data)
+        return load_table(cls, "ab", path)
 
     def alpha_at(self, look: int) -> float:
-        return self.alpha * 6.0 / (math.pi**2 * max(look, 1) ** 2)
+        return spent_alpha(self.alpha, look)
 
 
 def bucket(user_id: str, salt: str) -> float:

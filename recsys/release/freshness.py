@@ -11,16 +11,12 @@ example after two days of rejected fine-tunes).
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from recsys.config import CHAMPION, Settings
-
-DEFAULT_CONFIG = Path(__file__).with_name("promotion.toml")
-ENV_CONFIG = "RECSYS_PROMOTION_CONFIG"
+from recsys.release.policy_file import load_table
 
 
 @dataclass(frozen=True)
@@ -33,12 +29,7 @@ class FreshnessConfig:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> FreshnessConfig:
-        path = Path(path or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG)
-        data = tomllib.loads(path.read_text()).get("freshness", {})
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown [freshness] settings {unknown} in {path}")
-        return cls(**data)
+        return load_table(cls, "freshness", path)
 
 
 class StaleModelError(RuntimeError):

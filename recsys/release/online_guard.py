@@ -20,19 +20,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import os
-import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
 from recsys.config import CHAMPION, Settings
+from recsys.release.policy_file import load_table, spent_alpha
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CONFIG = Path(__file__).with_name("promotion.toml")
-ENV_CONFIG = "RECSYS_PROMOTION_CONFIG"
 
 
 @dataclass(frozen=True)
@@ -49,17 +45,12 @@ class OnlineGuardConfig:
 
     def alpha_at(self, look: int) -> float:
         """The share of ``alpha`` spent at look ``look`` (1, 2, ...)."""
-        return self.alpha * 6.0 / (math.pi**2 * max(look, 1) ** 2)
+        return spent_alpha(self.alpha, look)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> OnlineGuardConfig:
-        path = Path(path or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG)
-        data = tomllib.loads(path.read_text()).get("online", {})
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            hint = "; z and window_hours became alpha (spent over the looks)"
-            raise ValueError(f"unknown online-guard settings {unknown} in {path}{hint}")
-        return cls(**data)
+        hint = "; z and window_hours became alpha (spent over the looks)"
+        return load_table(cls, "online", path, "online-guard", hint)
 
 
 def ctr_dropped(
