@@ -47,7 +47,7 @@ def _ingest(dagbag, day: int):
 def test_ingest_retrain_finetune_loop(airflow_db, settings, dagbag, tmp_path, monkeypatch):
     from recsys.config import CHAMPION
     from recsys.registry.client import Registry
-    from recsys.release.freshness import DEFAULT_CONFIG
+    from recsys.release.policy_file import DEFAULT_CONFIG
 
     store = events.EventStore(settings.event_store_url)
     store.append(events.prepare_rows(synthetic.generate(n_users=120, n_items=80, days=5)))
