@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import os
 import tempfile
 import time
 from bisect import bisect_left
@@ -658,7 +659,7 @@ def run_seed(args: argparse.Namespace, histories: list[list[tuple[int, int]]],
              full_cfg: TrainConfig, ft_cfg: TrainConfig,
              min_events: int) -> dict[str, float]:  # fmt: skip
     """Replay the window with one seed's configs, print its tables, log it; its metrics."""
-    gate = GateConfig.load() if args.gate else None
+    gate = GateConfig.load(os.environ.get("RECSYS_PROMOTION_CONFIG")) if args.gate else None
     print(f"\nfull {full_cfg}\nfinetune {ft_cfg}", flush=True)
     t0 = time.perf_counter()
     result = replay(
