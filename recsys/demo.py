@@ -48,6 +48,7 @@ MOVIELENS_START = date(1997, 9, 20)
 SYNTHETIC_START = date(2024, 1, 1)
 DAGS = ("recsys_ingest", "recsys_full_retrain", "recsys_incremental_finetune")
 MARKER = ".recsys-demo"
+SLOW = 2  # the waits allow twice what an idle 2-core machine takes: a busy one must not fail
 
 
 def _snapshot_hashes(settings: Settings, intervals: list[Any]) -> list[str]:
@@ -190,13 +191,16 @@ def _train_and_finetune(
     run_airflow(env, "dags", "unpause", "recsys_ingest")
     first_end = plan.start + timedelta(days=7 * plan.weeks - 1)
     _say(t0, " ".join(("airflow", *backfill_args(plan.start, first_end, max_active_runs=2))))
-    backfill(env, db, services, plan.start, first_end, max_active_runs=2, timeout=420)
+    backfill(env, db, services, plan.start, first_end, max_active_runs=2, timeout=SLOW * 420)
     _say(t0, f"recsys_ingest: {summarise_runs(db, 'recsys_ingest')}")
 
     _say(t0, "unpausing recsys_full_retrain: the scheduler starts its weekly full retrain")
     run_airflow(env, "dags", "unpause", "recsys_full_retrain")
     wait_for(
-        "the full retrain", lambda: db.runs("recsys_full_retrain") and db.idle(), 400, services
+        "the full retrain",
+        lambda: db.runs("recsys_full_retrain") and db.idle(),
+        SLOW * 400,
+        services,
     )
     _say(t0, f"recsys_full_retrain: {summarise_runs(db, 'recsys_full_retrain')}")
     # Fine-tuning needs a champion to start from; until now it would only have skipped.
@@ -210,7 +214,7 @@ def _train_and_finetune(
         + "  (each run updates the features Asset, which triggers a fine-tune; Asset events "
         "that arrive while one runs are merged into the next)",
     )
-    backfill(env, db, services, second_start, second_end, max_active_runs=1, timeout=420)
+    backfill(env, db, services, second_start, second_end, max_active_runs=1, timeout=SLOW * 420)
     _say(t0, f"recsys_incremental_finetune: {summarise_runs(db, 'recsys_incremental_finetune')}")
 
 
@@ -237,7 +241,7 @@ def _replay_collected_days(
         plan.start,
         replay[-1].start.date(),
         max_active_runs=1,
-        timeout=300,
+        timeout=SLOW * 300,
         reprocess="completed",
     )
     same = before == _snapshot_hashes(settings, replay)
