@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from recsys import config
@@ -506,7 +507,17 @@ def test_recsys_settings_are_shared(services: dict[str, Any], raw: dict[str, Any
     for name in RECSYS_PROCESSES:
         env = services[name]["environment"]
         for key in RECSYS_ENV:
+            if key == config.ENV_EVENT_STORE:  # the same database, each as its own role
+                assert sa.make_url(env[key]).set(username="x", password="x") == sa.make_url(
+                    first[key]
+                ).set(username="x", password="x"), name
+                continue
             assert env.get(key) == first.get(key) is not None, f"{name}: {key}"
+    role = {n: sa.make_url(services[n]["environment"][config.ENV_EVENT_STORE]).username
+            for n in RECSYS_PROCESSES}  # fmt: skip
+    assert role.pop("airflow-init") == services["postgres"]["environment"]["POSTGRES_USER"]  # owner
+    assert role.pop("serving") == "recsys_serving"
+    assert set(role.values()) == {"recsys_pipeline"}, role
     settings = config.Settings.from_env({k: str(first[k]) for k in RECSYS_ENV})
     assert settings.tracking_uri == "http://mlflow:5000"
     assert settings.event_store_url.startswith("postgresql+psycopg://")
@@ -531,8 +542,12 @@ def test_lake_and_home_live_on_a_shared_named_volume(
 
 def test_recsys_commands_are_real_subcommands(services: dict[str, Any]) -> None:
     calls = invocations(services, "recsys")
-    assert [name for name, _ in calls] == ["serving"]
+    assert sorted(name for name, _ in calls) == ["airflow-init", "serving"]
     parser = build_parser()
+    init = parser.parse_args(dict(calls)["airflow-init"])  # the owner migrates, grants the roles
+    assert (init.command, init.sub, init.roles) == ("store", "init", True)
+    assert set(init.deny) == {"airflow", "mlflow", "mlflow_auth"}
+    calls = [(n, a) for n, a in calls if n == "serving"]
     for name, argv in calls:
         args = parser.parse_args(argv)  # SystemExit on an unknown command or option
         assert args.command == "serve"
