@@ -35,9 +35,7 @@ def granted(postgres_db):
     owner.dispose()
     admin = sa.create_engine(str(sa.make_url(url).set(database="postgres")),
                              isolation_level="AUTOCOMMIT")  # fmt: skip
-    with admin.connect() as conn:
-        for name in (sa.make_url(other_url).database,):
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with admin.connect() as conn:  # the databases: postgres_db drops them
         for role in names.values():
             conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))
     admin.dispose()
