@@ -1,14 +1,17 @@
-"""``recsys train | evaluate | promote | registry [history | live-at] | rollback | lineage``."""
+"""``recsys train | evaluate | promote | registry [history|live-at|reader] | rollback | lineage``"""
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 from typing import Any
 
 from recsys.cli.common import command, print_result
 from recsys.config import CHALLENGER, CHAMPION, Settings
+
+ENV_READER_PASSWORD = "RECSYS_SERVING_MLFLOW_PASSWORD"
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> None:
@@ -118,6 +121,22 @@ def cmd_registry_live_at(args: argparse.Namespace, settings: Settings) -> None:
     print_result(result, args.json, lines)
 
 
+def cmd_registry_reader(args: argparse.Namespace, settings: Settings) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from recsys.registry.users import ensure_reader
+
+    password = os.environ.get(ENV_READER_PASSWORD, "")
+    if not password:
+        raise ValueError(f"the reader's password comes from {ENV_READER_PASSWORD}, which is unset")
+    try:
+        result = ensure_reader(settings.tracking_uri, args.username, password)
+    except MlflowException as err:  # refused or unreachable: the server's words, in one line
+        sys.exit(f"recsys registry reader: error: {err}")
+    print_result({"username": result.username, "created": result.created}, args.json,
+                 [result.line()])  # fmt: skip
+
+
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> None:
     from recsys.registry import aliases
     from recsys.registry.alias_log import AliasError, AliasLog, actor
@@ -147,7 +166,7 @@ def cmd_lineage(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    """train, evaluate, promote, registry (history, live-at), rollback, lineage."""
+    """train, evaluate, promote, registry (history, live-at, reader), rollback, lineage."""
 
     add = functools.partial(command, parent=sub)
     p = add("train", cmd_train, "train, evaluate and register a model (alias challenger)")
@@ -166,7 +185,7 @@ def add_commands(sub: Any) -> None:
     override.add_argument("--block", metavar="REASON", help="refuse whatever the gate says")
 
     p = add("registry", cmd_registry, "list model versions, aliases, metrics and decisions")
-    registry = p.add_subparsers(dest="sub", metavar="{history,live-at}")  # none: the listing
+    registry = p.add_subparsers(dest="sub", metavar="{history,live-at,reader}")  # none: listing
     p = command(
         "history", cmd_registry_history, "every recorded move of an alias: when, who, why", registry
     )
@@ -176,6 +195,14 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("time", help="ISO-8601, UTC unless it has an offset (e.g. 2026-11-01T12:00)")
     p.add_argument("--alias", default=CHAMPION, help=f"default: {CHAMPION}")
+
+    p = command(
+        "reader",
+        cmd_registry_reader,
+        f"create or reset the API's read-only MLflow user (password: {ENV_READER_PASSWORD})",
+        registry,
+    )
+    p.add_argument("--username", default="recsys_serving")
 
     p = add("rollback", cmd_rollback, f"move {CHAMPION} back to the previous champion (recorded)")
     p.add_argument("--reason", required=True, help="why; recorded with the move")
