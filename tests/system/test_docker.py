@@ -512,6 +512,12 @@ def test_recsys_settings_are_shared(services: dict[str, Any], raw: dict[str, Any
                     first[key]
                 ).set(username="x", password="x"), name
                 continue
+            if (
+                name == "serving"
+                and key.startswith("MLFLOW_TRACKING_")
+                and key != "MLFLOW_TRACKING_URI"
+            ):
+                continue  # its own read-only user (test_serving_follows_the_registry_...)
             assert env.get(key) == first.get(key) is not None, f"{name}: {key}"
     role = {n: sa.make_url(services[n]["environment"][config.ENV_EVENT_STORE]).username
             for n in RECSYS_PROCESSES}  # fmt: skip
@@ -542,11 +548,14 @@ def test_lake_and_home_live_on_a_shared_named_volume(
 
 def test_recsys_commands_are_real_subcommands(services: dict[str, Any]) -> None:
     calls = invocations(services, "recsys")
-    assert sorted(name for name, _ in calls) == ["airflow-init", "serving"]
+    assert sorted(name for name, _ in calls) == ["airflow-init", "airflow-init", "serving"]
     parser = build_parser()
-    init = parser.parse_args(dict(calls)["airflow-init"])  # the owner migrates, grants the roles
-    assert (init.command, init.sub, init.roles) == ("store", "init", True)
+    init, reader = [parser.parse_args(a) for n, a in calls if n == "airflow-init"]
+    assert (init.command, init.sub, init.roles) == ("store", "init", True)  # the owner migrates
     assert set(init.deny) == {"airflow", "mlflow", "mlflow_auth"}
+    assert (reader.command, reader.sub) == ("registry", "reader")  # as the MLflow admin
+    serving_env = services["serving"]["environment"]
+    assert serving_env["MLFLOW_TRACKING_USERNAME"] == reader.username
     calls = [(n, a) for n, a in calls if n == "serving"]
     for name, argv in calls:
         args = parser.parse_args(argv)  # SystemExit on an unknown command or option
@@ -559,12 +568,22 @@ def test_recsys_commands_are_real_subcommands(services: dict[str, Any]) -> None:
 def test_serving_follows_the_registry_over_http_with_credentials(
     services: dict[str, Any],
 ) -> None:
+    from recsys.cli.models import ENV_READER_PASSWORD
+
     env = services["serving"]["environment"]
     mlflow_env = services["mlflow"]["environment"]
+    init_env = services["airflow-init"]["environment"]
     assert env["MLFLOW_TRACKING_URI"].startswith("http://mlflow:")
-    assert env["MLFLOW_TRACKING_USERNAME"] == mlflow_env["MLFLOW_AUTH_ADMIN_USERNAME"]
-    assert env["MLFLOW_TRACKING_PASSWORD"] == mlflow_env["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    # Serving reads as the reader airflow-init creates; the workers write as the admin.
+    assert env["MLFLOW_TRACKING_USERNAME"] != mlflow_env["MLFLOW_AUTH_ADMIN_USERNAME"]
+    assert env["MLFLOW_TRACKING_PASSWORD"] == init_env[ENV_READER_PASSWORD]
+    assert "ADMIN" not in env["MLFLOW_TRACKING_PASSWORD"]
+    assert init_env["MLFLOW_TRACKING_USERNAME"] == mlflow_env["MLFLOW_AUTH_ADMIN_USERNAME"]
+    assert init_env["MLFLOW_TRACKING_PASSWORD"] == mlflow_env["MLFLOW_AUTH_ADMIN_PASSWORD"]
     assert "mlflow" in services["serving"]["depends_on"]
+    assert "mlflow" in services["airflow-init"]["depends_on"]  # creates the reader through it
+    worker = services["airflow-worker"]["environment"]
+    assert worker["MLFLOW_TRACKING_USERNAME"] == mlflow_env["MLFLOW_AUTH_ADMIN_USERNAME"]
 
 
 # -- MLflow ----------------------------------------------------------------------------------------
@@ -602,6 +621,8 @@ def test_mlflow_server_stores_and_auth(services: dict[str, Any], raw: dict[str, 
     script = " ".join(as_list(svc["command"]))
     for key in ("MLFLOW_AUTH_DATABASE_URI", "MLFLOW_AUTH_CONFIG_PATH"):
         assert key in env and key in script
+    # What keeps the serving API's user read-only: it holds no grant, so it gets the default.
+    assert "default_permission = READ" in script
     assert env["MLFLOW_AUTH_DATABASE_URI"].startswith("postgresql")
     # basic-auth imports Flask-WTF: mlflow's `auth` extra must be in the image.
     installs = " ".join(rest for word, rest in dockerfile() if word == "RUN")
@@ -615,7 +636,9 @@ def test_mlflow_command_and_variables_are_real(services: dict[str, Any], tmp_pat
     env = {"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path)}
     result = run_json(MLFLOW_CHECK, {"argvs": calls}, env)
     assert result["errors"] == {}, "`mlflow server` options that do not parse"
-    used = {k for s in services.values() for k in s.get("environment") or {} if "MLFLOW" in k}
+    used = {
+        k for s in services.values() for k in s.get("environment") or {} if k.startswith("MLFLOW")
+    }
     own = {"MLFLOW_AUTH_DATABASE_URI"}  # read by the service's own command, not by MLflow
     assert used - own - set(result["known"]) == set(), "MLFLOW_ variables MLflow does not read"
 
