@@ -9,13 +9,25 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 
 from recsys.cli import ab, data, keys, models, serving, store
+from recsys.cli.common import Parser, fail, json_errors
 from recsys.config import Settings
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("recsys")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recsys", description=__doc__.splitlines()[0])
+    parser = Parser(prog="recsys", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"recsys {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
     data.add_commands(sub)
@@ -28,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    json_errors("--json" in argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -36,4 +50,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.func(args, Settings.from_env())
     except (ValueError, FileNotFoundError) as err:
-        sys.exit(f"recsys {args.command}: error: {err}")
+        fail(f"recsys {args.command}: error: {err}")
+    except SystemExit as exit_:  # a command's own sys.exit("message"): the same error shape
+        if isinstance(exit_.code, str):
+            fail(exit_.code)
+        raise
+    except Exception as err:
+        if type(err).__module__.startswith("mlflow."):  # "not found", "refused": the registry's
+            fail(f"recsys {args.command}: error: {err}")
+        if not args.json:
+            raise  # a bug: the traceback is what to report
+        traceback.print_exc()
+        fail(f"recsys {args.command}: error: {type(err).__name__}: {err}")
