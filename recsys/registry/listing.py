@@ -19,6 +19,18 @@ from recsys.registry.tags import (
 )
 
 
+def _number(tag: str | None) -> float | None:
+    """A metric tag as a number (MLflow stores tags as text); None when it is missing."""
+    try:
+        return float(tag) if tag not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
 def registry_rows(settings: Settings) -> list[dict[str, Any]]:
     """One row per model version: aliases, mode, parent, test metrics, decision, features."""
     reg = Registry(settings)
@@ -30,9 +42,9 @@ def registry_rows(settings: Settings) -> list[dict[str, Any]]:
                 "aliases": list(v.aliases),
                 "mode": v.tags.get(TAG_MODE, ""),
                 "parent": v.tags.get(TAG_PARENT, ""),
-                "ndcg_at_10": v.tags.get(f"{TEST}ndcg_at_10", ""),
-                "hr_at_10": v.tags.get(f"{TEST}hr_at_10", ""),
-                "popularity_ndcg_at_10": v.tags.get(f"{POPULARITY}ndcg_at_10", ""),
+                "ndcg_at_10": _number(v.tags.get(f"{TEST}ndcg_at_10")),
+                "hr_at_10": _number(v.tags.get(f"{TEST}hr_at_10")),
+                "popularity_ndcg_at_10": _number(v.tags.get(f"{POPULARITY}ndcg_at_10")),
                 "decision": v.tags.get(TAG_DECISION, ""),
                 "features": v.tags.get(TAG_FEATURES, ""),
                 "data_end": v.tags.get(TAG_DATA_END, ""),  # its data watermark
@@ -53,7 +65,8 @@ def format_registry(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         lines.append(
             f"{r['version']:>7}  {','.join(r['aliases']):<20} {r['mode']:<11} {r['parent']:>6}  "
-            f"{r['ndcg_at_10']:>7}  {r['hr_at_10']:>6}  {r['popularity_ndcg_at_10']:>18}  "
+            f"{_cell(r['ndcg_at_10']):>7}  {_cell(r['hr_at_10']):>6}  "
+            f"{_cell(r['popularity_ndcg_at_10']):>18}  "
             f"{r['decision']:<9} {r['features']}"
         )
     decided = [r for r in rows if r["reason"]]
