@@ -14,7 +14,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag
 
-from recsys.dag_tasks import FEATURES, release, training_params
+from recsys.dag_tasks import FEATURES, release, task_defaults, training_params
 
 
 @dag(
@@ -23,9 +23,10 @@ from recsys.dag_tasks import FEATURES, release, training_params
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
+    dagrun_timeout=timedelta(hours=8),
+    default_args=task_defaults(1, timedelta(minutes=1), timeout=timedelta(hours=1)),
     tags=["recsys", "training"],
-    params=training_params(),
+    params=training_params("incremental"),
     doc_md=__doc__,
 )
 def recsys_incremental_finetune() -> None:

@@ -26,7 +26,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag
 
-from recsys.dag_tasks import FEATURES, build_features, collect, online_ctr, validate
+from recsys.dag_tasks import FEATURES, build_features, collect, online_ctr, task_defaults, validate
 
 
 @dag(
@@ -37,7 +37,8 @@ from recsys.dag_tasks import FEATURES, build_features, collect, online_ctr, vali
     start_date=pendulum.datetime(1995, 1, 1, tz="UTC"),  # earliest date a backfill can reach
     catchup=False,
     max_active_runs=2,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+    dagrun_timeout=timedelta(hours=6),
+    default_args=task_defaults(2, timedelta(seconds=30), timeout=timedelta(hours=1)),
     tags=["recsys", "data"],
     doc_md=__doc__,
 )

@@ -20,7 +20,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag
 
-from recsys.dag_tasks import freshness_check, online_guard
+from recsys.dag_tasks import freshness_check, online_guard, task_defaults
 
 
 @dag(
@@ -29,7 +29,8 @@ from recsys.dag_tasks import freshness_check, online_guard
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
+    dagrun_timeout=timedelta(minutes=50),
+    default_args=task_defaults(2, timedelta(minutes=1), timeout=timedelta(minutes=10)),
     tags=["recsys", "promotion"],
     doc_md=__doc__,
 )

@@ -328,6 +328,11 @@ class PipelineConfig:
             raise ValueError(f"mode must be 'full' or 'incremental', not {mode!r}")
         return self.train if mode == "full" else self.finetune
 
+    def with_training(self, mode: str, **changes: Any) -> PipelineConfig:
+        """A copy whose preset for ``mode`` has ``changes`` (TrainConfig fields) applied."""
+        preset = dataclasses.replace(self.training(mode), **changes)  # TypeError: no such field
+        return dataclasses.replace(self, **{"train" if mode == "full" else "finetune": preset})
+
     def with_epochs(self, mode: str, epochs: int) -> PipelineConfig:
         """A copy whose preset for ``mode`` trains for at most ``epochs`` epochs."""
         preset = dataclasses.replace(self.training(mode), epochs=epochs)

@@ -7,15 +7,46 @@ importing this module costs only ``airflow.sdk``, which the DAG files import any
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import Asset, Param, get_current_context, task
 
-from recsys.config import TRAINING_POOL
+from recsys.config import TRAINING_POOL, PipelineConfig
 
 TRAINING_TAGS = ("dag_id", "run_id", "logical_date")
 # Updated by recsys_ingest when a snapshot changed; triggers recsys_incremental_finetune.
 FEATURES = Asset("recsys_features")
+
+# The longest time budget a trigger may give training; the train task's own limit leaves room
+# for loading the snapshot and logging the model after it.
+MAX_TRAIN_SECONDS = 4 * 3600
+TRAIN_TIMEOUT = timedelta(seconds=MAX_TRAIN_SECONDS) + timedelta(hours=1)
+
+# Trigger-form settings of the training DAGs: Param name -> (JSON schema, what it sets). Each one
+# overrides the field of the same name in the mode's TrainConfig preset; null keeps the preset.
+TRAINING_SETTINGS: dict[str, tuple[dict[str, Any], str]] = {
+    "epochs": ({"type": ["null", "integer"], "minimum": 1, "maximum": 10_000},
+               "Maximum training epochs"),
+    "lr": ({"type": ["null", "number"], "exclusiveMinimum": 0, "maximum": 1}, "Learning rate"),
+    "batch_size": ({"type": ["null", "integer"], "minimum": 1, "maximum": 65_536},
+                   "Sequences per training batch"),
+    "max_seconds": ({"type": ["null", "number"], "exclusiveMinimum": 0,
+                     "maximum": MAX_TRAIN_SECONDS}, "Time budget of training, in seconds"),
+    "seed": ({"type": ["null", "integer"], "minimum": 0, "maximum": 2**31 - 1},
+             "Random seed (weights, sampling, dropout)"),
+}  # fmt: skip
+
+
+def task_defaults(retries: int, retry_delay: timedelta, timeout: timedelta) -> dict[str, Any]:
+    """Every task: a time limit, and retries whose delay doubles each time (capped)."""
+    return {
+        "retries": retries,
+        "retry_delay": retry_delay,
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=30),
+        "execution_timeout": timeout,
+    }
 
 
 def _settings() -> Any:
@@ -99,16 +130,18 @@ def build_features(validated: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-@task(pool=TRAINING_POOL)
+def training_config(mode: str, params: dict[str, Any]) -> PipelineConfig:
+    """The mode's preset, with whatever of ``TRAINING_SETTINGS`` a trigger set (not null)."""
+    changes = {k: v for k, v in params.items() if k in TRAINING_SETTINGS and v is not None}
+    return PipelineConfig().with_training(mode, **changes)
+
+
+@task(pool=TRAINING_POOL, execution_timeout=TRAIN_TIMEOUT)
 def train(mode: str) -> dict[str, Any]:
     """Train a model (full or incremental) and log it as an MLflow run."""
-    from recsys.config import PipelineConfig
     from recsys.release import pipeline
 
-    cfg = PipelineConfig()
-    epochs = get_current_context()["params"].get("epochs")
-    if epochs:  # a manual trigger may shorten or lengthen training
-        cfg = cfg.with_epochs(mode, int(epochs))
+    cfg = training_config(mode, get_current_context()["params"])
     result = pipeline.train(_settings(), mode=mode, cfg=cfg, context=_run_context())
     if result.get("skipped"):
         _skip(result["reason"])
@@ -139,16 +172,13 @@ def promote(registered: dict[str, Any]) -> dict[str, Any]:
     return stage.run(_settings(), registered["version"])
 
 
-def training_params() -> dict[str, Param]:
-    """Params a manual trigger of a training DAG may set (validated by Airflow)."""
+def training_params(mode: str) -> dict[str, Param]:
+    """Params a manual trigger of a training DAG may set: validated by Airflow, shown in its
+    trigger form with the mode's preset as the default it keeps when left empty."""
+    preset = PipelineConfig().training(mode)
     return {
-        "epochs": Param(
-            None,
-            type=["null", "integer"],
-            minimum=1,
-            maximum=10_000,
-            description="Maximum training epochs (default: the TrainConfig preset of the mode).",
-        )
+        name: Param(None, **schema, description=f"{what} (empty: {getattr(preset, name)})")
+        for name, (schema, what) in TRAINING_SETTINGS.items()
     }
 
 

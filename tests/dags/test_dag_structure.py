@@ -76,6 +76,24 @@ def test_dag_shape(dagbag, dag_id, schedule, tags, tasks):
     assert dag.doc_md and "###" in dag.doc_md
 
 
+@pytest.mark.parametrize(
+    "dag_id",
+    ["recsys_ingest", "recsys_full_retrain", "recsys_incremental_finetune", "recsys_online_guard"],
+)
+def test_every_task_has_a_time_limit_and_backs_off(dagbag, dag_id):
+    from datetime import timedelta
+
+    dag = dagbag.dags[dag_id]
+    assert dag.dagrun_timeout is not None
+    for t in dag.tasks:
+        assert t.execution_timeout is not None and t.execution_timeout <= dag.dagrun_timeout
+        assert t.retry_exponential_backoff >= 2 and t.max_retry_delay is not None, t.task_id
+        # The delay doubles: the second retry waits longer than the first, up to the cap.
+        assert t.retry_delay * 2 <= t.max_retry_delay <= timedelta(hours=1)
+    if dag_id == "recsys_online_guard":  # hourly: a run ends before the next one is due
+        assert dag.dagrun_timeout < timedelta(hours=1)
+
+
 def test_ingest_publishes_the_features_asset_that_triggers_finetuning(dagbag):
     ingest = dagbag.dags["recsys_ingest"]
     outlets = ingest.get_task("build_features").outlets
@@ -120,15 +138,51 @@ def test_ingest_joins_clicks_with_impressions_beside_the_features_chain(dagbag):
     assert task.retries >= 1
 
 
-@pytest.mark.parametrize("bad", [0, -3, "ten", 10**6, 2.5])
+BAD_PARAMS = [
+    ("epochs", [0, -3, "ten", 10**6, 2.5]),
+    ("lr", [0, -0.1, 2, "fast"]),
+    ("batch_size", [0, 1.5, 10**6, "big"]),
+    ("max_seconds", [0, -1, 10**6, "1h"]),
+    ("seed", [-1, 2**31, 0.5, "lucky"]),
+]
+GOOD_PARAMS = {"epochs": 5, "lr": 0.002, "batch_size": 32, "max_seconds": 90.5, "seed": 7}
+
+
+@pytest.mark.parametrize("name,bad", [(n, b) for n, values in BAD_PARAMS for b in values])
 @pytest.mark.parametrize("dag_id", ["recsys_full_retrain", "recsys_incremental_finetune"])
-def test_invalid_manual_trigger_params_are_refused(dagbag, dag_id, bad):
+def test_invalid_manual_trigger_params_are_refused(dagbag, dag_id, name, bad):
     import copy
 
     from airflow.sdk.exceptions import ParamValidationError
 
     params = copy.deepcopy(dagbag.dags[dag_id].params)
-    with pytest.raises(ParamValidationError, match="epochs"):
-        params["epochs"] = bad
-    params["epochs"] = 5
-    assert params.validate() == {"epochs": 5}
+    with pytest.raises(ParamValidationError, match=name):
+        params[name] = bad
+    params[name] = GOOD_PARAMS[name]
+    assert params.validate()[name] == GOOD_PARAMS[name]
+
+
+@pytest.mark.parametrize("mode", ["full", "incremental"])
+def test_the_trigger_form_shows_each_setting_and_a_trigger_sets_it(dagbag, mode):
+    import dataclasses
+
+    from recsys.config import PipelineConfig
+    from recsys.dag_tasks import TRAIN_TIMEOUT, training_config
+
+    dag_id = "recsys_full_retrain" if mode == "full" else "recsys_incremental_finetune"
+    params = dagbag.dags[dag_id].params
+    preset = PipelineConfig().training(mode)
+    assert set(params) == set(GOOD_PARAMS)
+    for name in GOOD_PARAMS:
+        assert params.get_param(name).value is None  # empty: the preset decides
+        assert f"(empty: {getattr(preset, name)})" in params.get_param(name).description
+    empty = {name: None for name in GOOD_PARAMS}
+    assert training_config(mode, empty) == PipelineConfig()
+    cfg = training_config(mode, {**empty, **GOOD_PARAMS, "unrelated": 1})
+    assert cfg.training(mode) == dataclasses.replace(preset, **GOOD_PARAMS)
+    other = "incremental" if mode == "full" else "full"
+    assert cfg.training(other) == PipelineConfig().training(other)  # the other preset untouched
+    # The train task outlives the longest time budget a trigger may give it.
+    limit = params.get_param("max_seconds").schema["maximum"]
+    assert dagbag.dags[dag_id].get_task("train").execution_timeout.total_seconds() > limit
+    assert TRAIN_TIMEOUT.total_seconds() > limit
