@@ -1,5 +1,6 @@
 """The conventions every ``recsys`` command keeps: ``--version``, ``-v`` on either side of the
-subcommand, defaults in ``--help``, and errors as JSON under ``--json`` with documented exit codes."""
+subcommand, defaults in ``--help``, and errors as JSON under ``--json`` with documented exit
+codes."""
 
 from __future__ import annotations
 
