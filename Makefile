@@ -3,6 +3,9 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# e.g. https://download.pytorch.org/whl/cpu: torch's CPU wheel instead of PyPI's CUDA build.
+TORCH_INDEX_URL ?=
+PIP_INDEX := $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL))
 
 .PHONY: demo test lint install clean
 
@@ -10,7 +13,7 @@ $(BIN)/recsys-installed: pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q $(PIP_INDEX) -c constraints.txt -e ".[dev]"
 	touch $@
 
 install: $(BIN)/recsys-installed
