@@ -15,13 +15,18 @@ ENV_READER_PASSWORD = "RECSYS_SERVING_MLFLOW_PASSWORD"
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> None:
+    from recsys.cli import progress
     from recsys.config import PipelineConfig
     from recsys.release import pipeline
 
     cfg = PipelineConfig()
     if args.epochs is not None:
         cfg = cfg.with_epochs(args.mode, args.epochs)
-    trained = pipeline.train(settings, mode=args.mode, cfg=cfg)
+    shown = progress.for_stream(sys.stderr)
+    try:
+        trained = pipeline.train(settings, mode=args.mode, cfg=cfg, progress=shown)
+    finally:
+        shown.close()
     if trained.get("skipped"):
         print_result(trained, args.json, [f"skipped: {trained['reason']}"])
         return

@@ -99,6 +99,7 @@ def train(
     mode: str = "full",
     cfg: PipelineConfig | None = None,
     context: dict[str, Any] | None = None,
+    progress: Any = None,  # recsys.training.progress.Progress: called after every epoch
 ) -> dict[str, Any]:
     """Train a model (from scratch, or warm-started from the champion) and log it as an MLflow run.
 
@@ -125,9 +126,8 @@ def train(
     state_path = training_state_path(settings, mode, fs.manifest.get("version", ""), parent)
     started = time.time()
     device = T.resolve_device(settings.train_device)
-    result = T.train(
-        split, fs.n_items, cfg.model, train_cfg, init=init, state_path=state_path, device=device
-    )
+    result = T.train(split, fs.n_items, cfg.model, train_cfg, init=init, state_path=state_path,
+                     device=device, progress=progress)  # fmt: skip
     resumed = result.resumed_after_epoch
     if resumed:
         log.info("resumed an earlier attempt's training after epoch %d (%s)", resumed, state_path)

@@ -32,6 +32,7 @@ from recsys.training.optim import (
     make_optimizer,
     warm_start_optimizer,
 )
+from recsys.training.progress import EpochReport, Progress
 from recsys.training.state import TrainingState, fingerprint, to_cpu
 from recsys.training.windows import build_windows, drop_items, length_batches
 
@@ -189,6 +190,7 @@ def _fit(
     cfg: TrainConfig,
     t0: float,
     state_path: Path | None,
+    progress: Progress | None = None,
 ) -> TrainResult:
     """The epoch loop: train, validate every ``eval_every`` epochs, keep the best, stop early."""
     rank, world = _world()
@@ -232,6 +234,10 @@ def _fit(
                 log.warning("max_seconds=%.0f reached at epoch %d", cfg.max_seconds, epoch)
                 st.done = True
         st.elapsed = time.perf_counter() - t0
+        if progress is not None and rank == 0:
+            checks = [h[SELECT_METRIC] for h in st.history if SELECT_METRIC in h]
+            valid = checks[-1] if checks else None
+            progress(EpochReport(epoch, cfg.epochs, loss, valid, st.elapsed, cfg.max_seconds))
         if state_path is not None and rank == 0:
             if ema is not None:
                 st.ema, st.ema_updates = ema.shadow, ema.updates
@@ -312,6 +318,7 @@ def train(
     init: Checkpoint | None = None,
     state_path: str | Path | None = None,
     device: str | torch.device = "cpu",
+    progress: Progress | None = None,
 ) -> TrainResult:
     """Train on ``split.train``, select on ``split.valid_*``, return the best checkpoint.
 
@@ -327,7 +334,8 @@ def train(
     resumes after its last epoch: a killed training loses at most one epoch. Inside a
     ``torch.distributed`` process group (``torchrun``) each process trains on its share of the
     batches under DDP and all return the same checkpoint. ``device`` is where the model
-    trains (``"cuda:0"``...); the checkpoint's tensors always come back on the CPU.
+    trains (``"cuda:0"``...); the checkpoint's tensors always come back on the CPU. ``progress``
+    is called after every epoch (on rank 0) with an ``EpochReport``.
     """
     t0 = time.perf_counter()
     if train_cfg.epochs < 1 or train_cfg.eval_every < 1 or train_cfg.patience < 1:
@@ -359,6 +367,6 @@ def train(
             len(data), n_items, train_cfg.epochs,
         )  # fmt: skip
         path = Path(state_path) if state_path is not None else None
-        result = _fit(model, opt, data, split, n_items, train_cfg, t0, path)
+        result = _fit(model, opt, data, split, n_items, train_cfg, t0, path, progress)
     result.checkpoint.metadata["warm_start"] = init is not None
     return result

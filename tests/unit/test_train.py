@@ -439,3 +439,18 @@ def test_resolve_device_takes_a_gpu_only_when_torch_sees_one():
     assert resolve_device("auto").type == ("cuda" if gpus else "cpu")
     with pytest.raises(RuntimeError, match=f"torch sees {gpus} GPUs"):
         resolve_device(f"cuda:{gpus}")
+
+
+def test_progress_reports_every_epoch_with_its_loss_and_latest_check(split):
+    reports = []
+    cfg = dataclasses.replace(TRAIN, epochs=6, eval_every=3, patience=10)
+    result = train(split, N_ITEMS, MODEL, cfg, progress=reports.append)
+    assert [r.epoch for r in reports] == [1, 2, 3, 4, 5, 6]
+    assert [r.loss for r in reports] == result.losses
+    checks = {row["epoch"]: row["ndcg_at_10"] for row in result.history}
+    expected = [None, None, checks[3], checks[3], checks[3], checks[6]]
+    assert [r.valid_ndcg for r in reports] == expected
+    assert all(r.epochs == 6 and r.max_seconds == cfg.max_seconds for r in reports)
+    elapsed = [r.elapsed_s for r in reports]
+    assert elapsed == sorted(elapsed) and elapsed[0] > 0
+    assert reports[-1].eta_s == 0  # the last epoch: nothing left
