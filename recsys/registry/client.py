@@ -99,6 +99,10 @@ class Registry:
             self.experiment_id(experiment), run_name=run_name, tags=tags
         ).info.run_id
 
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        """Mark a run created by ``create_run`` as ended (FINISHED, FAILED or KILLED)."""
+        self.client.set_terminated(run_id, status)
+
     def log(
         self,
         run_id: str,

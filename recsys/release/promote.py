@@ -267,10 +267,16 @@ def _record(reg: Any, settings: Settings, challenger: Any, run_: Any, verdict: A
         {**tags, TAG_VERSION: str(challenger.version)},
         experiment=f"{settings.experiment}-promotion",
     )
-    reg.log(decision_run, params={f"gate.{k}": v for k, v in dataclasses.asdict(gate_cfg).items()})
-    reg.log(decision_run, metrics={"promoted": float(verdict.promote), **shadow})
-    reg.log_dict(decision_run, {"verdict": verdict.reason, "criteria": rows}, GATE_JSON)
-    reg.log_text(decision_run, text, GATE_MD)
+    gate_params = {f"gate.{k}": v for k, v in dataclasses.asdict(gate_cfg).items()}
+    try:
+        reg.log(decision_run, params=gate_params)
+        reg.log(decision_run, metrics={"promoted": float(verdict.promote), **shadow})
+        reg.log_dict(decision_run, {"verdict": verdict.reason, "criteria": rows}, GATE_JSON)
+        reg.log_text(decision_run, text, GATE_MD)
+    except BaseException:
+        reg.end_run(decision_run, "FAILED")  # never left RUNNING in the UI
+        raise
+    reg.end_run(decision_run)
 
 
 def _num(value: float | None) -> str:

@@ -87,6 +87,9 @@ def test_gate_end_to_end(home, tmp_path, monkeypatch):
     exp = reg.client.get_experiment_by_name(f"{home.experiment}-promotion")
     runs = reg.client.search_runs([exp.experiment_id])
     assert {r.data.tags["recsys.version"] for r in runs} == {weak, strong, worse_v, tied_v}
+    assert {r.info.status for r in runs} == {"FINISHED"}  # none left RUNNING in the UI
+    trained = reg.client.search_runs([reg.experiment_id()])
+    assert len(trained) >= 4 and {r.info.status for r in trained} == {"FINISHED"}
     table = mlflow.artifacts.load_dict(f"runs:/{runs[0].info.run_id}/gate.json")
     assert table["criteria"] and {"criterion", "passed", "threshold"} <= set(table["criteria"][0])
 
