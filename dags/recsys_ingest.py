@@ -4,7 +4,8 @@
 For each data interval (daily): **collect** the events *ingested* in the interval from the event
 store into a raw Parquet partition, **validate** it with the Great Expectations suite
 `expectations/raw_events.json` (a failing partition is quarantined with its report and downstream
-work stops), then **build features**: per-user time-ordered sequences and the stable item index.
+work stops; **quarantine_alert** then fails, so the run is red and a notice goes out, while the
+features chain is skipped, not failed, and the days after still build), then **build features**: per-user time-ordered sequences and the stable item index.
 Features are cumulative (a snapshot holds every partition up to its interval's end, and the item
 index grows in the order they are built), so **build_features depends on its past**: runs collect
 and validate side by side, but an interval's features wait until the previous interval's succeeded
@@ -26,7 +27,15 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag
 
-from recsys.dag_tasks import FEATURES, build_features, collect, online_ctr, task_defaults, validate
+from recsys.dag_tasks import (
+    FEATURES,
+    build_features,
+    collect,
+    online_ctr,
+    quarantine_alert,
+    task_defaults,
+    validate,
+)
 
 
 @dag(
@@ -43,7 +52,9 @@ from recsys.dag_tasks import FEATURES, build_features, collect, online_ctr, task
     doc_md=__doc__,
 )
 def recsys_ingest() -> None:
-    build_features.override(outlets=[FEATURES], depends_on_past=True)(validate(collect()))
+    validated = validate(collect())
+    build_features.override(outlets=[FEATURES], depends_on_past=True)(validated)
+    validated >> quarantine_alert()  # red run and a notice; the features chain stays skipped
     online_ctr()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Asset, Param, get_current_context, task
+from airflow.sdk import Asset, BaseNotifier, Param, get_current_context, task
 
 from recsys.config import TRAINING_POOL, PipelineConfig
 
@@ -38,14 +38,30 @@ TRAINING_SETTINGS: dict[str, tuple[dict[str, Any], str]] = {
 }  # fmt: skip
 
 
+class TaskFailed(BaseNotifier):
+    """A task that failed for good (retries spent) posts a notice (``recsys.release.notify``):
+    a quarantined partition as such, anything else with its error."""
+
+    def notify(self, context: Any) -> None:
+        from recsys.release import notify
+
+        ti, error = context["ti"], context.get("exception")
+        kind = "quarantine" if ti.task_id == "quarantine_alert" else "task_failed"
+        title = f"{ti.dag_id}.{ti.task_id} failed ({context['dag_run'].run_id})"
+        fields = {"try": str(ti.try_number)}
+        notify.send(notify.Notice(kind, title, f"{type(error).__name__}: {error}", fields))
+
+
 def task_defaults(retries: int, retry_delay: timedelta, timeout: timedelta) -> dict[str, Any]:
-    """Every task: a time limit, and retries whose delay doubles each time (capped)."""
+    """Every task: a time limit, retries whose delay doubles each time (capped), and a notice
+    when it fails for good."""
     return {
         "retries": retries,
         "retry_delay": retry_delay,
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=30),
         "execution_timeout": timeout,
+        "on_failure_callback": [TaskFailed()],
     }
 
 
@@ -104,6 +120,26 @@ def validate(collected: dict[str, Any]) -> dict[str, Any]:
     if ingest.STOPPED in result:
         _skip(result[ingest.STOPPED])
     return result
+
+
+@task(trigger_rule="all_done")
+def quarantine_alert() -> dict[str, Any]:
+    """Fail the run, visibly red and with a notice, when this interval's partition was
+    quarantined. Only this task fails: build_features is skipped, so the days after still build."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from recsys.data.quarantine import list_quarantined
+
+    interval = _interval()
+    found = [q for q in list_quarantined(_settings()) if q["interval"] == interval.id]
+    if found:
+        q = found[0]
+        raise AirflowFailException(
+            f"partition {q['interval']} QUARANTINED: {q['summary']}; rows at {q['path']}, report "
+            f"at {q['data_docs'] or q['report']}. Fix the data, or `recsys quarantine release "
+            f"{q['interval']}` (--exclude-bad-rows), then clear this run"
+        )
+    return {"interval": interval.id, "quarantined": False}
 
 
 @task

@@ -26,6 +26,7 @@ from statistics import NormalDist
 from typing import Any
 
 from recsys.config import CHAMPION, Settings
+from recsys.release import notify
 from recsys.release.policy_file import load_table, spent_alpha
 
 log = logging.getLogger(__name__)
@@ -138,4 +139,8 @@ def check(
     log.warning(
         "online guard: rolled champion back from v%s to v%s: %s", live, move.to_version, why
     )
+    notify.send(notify.Notice(
+        "rollback", f"{CHAMPION} rolled back from v{live} to v{move.to_version}", why,
+        {"who": move.actor, "recorded move": str(move.id)},
+    ))  # fmt: skip
     return {**result, "rolled_back": True, "champion": move.to_version}

@@ -41,6 +41,7 @@ from recsys.registry.tags import (
     TAG_REASON,
     TAG_VERSION,
 )
+from recsys.release import notify
 from recsys.release.ab import ABConfig
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,8 @@ def run(
             candidate is not None)  # fmt: skip
     log.info("version %s %s: %s", version, "promoted" if verdict.promote else "rejected",
              verdict.reason)  # fmt: skip
+    if not verdict.promote and candidate is None:  # an A/B start is not a rejection
+        _notify_rejection(settings, challenger, verdict, champ_version)
     return {
         "version": version,
         "promoted": verdict.promote,
@@ -158,6 +161,17 @@ def run(
         "champion": version if verdict.promote else champ_version or None,
         "candidate": candidate,
     }
+
+
+def _notify_rejection(settings: Settings, challenger: Any, verdict: Any, champion: str) -> None:
+    failed = [c.name for c in verdict.criteria if not c.passed]
+    fields = {
+        "champion": f"v{champion}" if champion else "none",
+        "mode": str(challenger.tags.get(TAG_MODE, "")),
+        "failed criteria": ", ".join(failed) or "-",
+    }
+    title = f"{settings.registered_model} v{challenger.version} not promoted"
+    notify.send(notify.Notice("promotion_rejected", title, verdict.reason, fields))
 
 
 def _judge(settings: Settings, reg: Any, challenger: Any, metrics: dict[str, float],

@@ -10,6 +10,8 @@ import pytest
 
 from recsys.data import events, synthetic
 from recsys.data.lake import EVENTS, Interval, Lake
+from recsys.release import notify
+from tests.helpers.webhook import webhook
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +111,9 @@ def test_ingest_retrain_finetune_loop(airflow_db, settings, dagbag, tmp_path, mo
     assert len(reg.versions()) == 2
 
 
-def test_bad_partition_is_quarantined_and_stops_downstream(airflow_db, settings, dagbag):
+def test_bad_partition_is_quarantined_and_stops_downstream(
+    airflow_db, settings, dagbag, monkeypatch
+):
     store = events.EventStore(settings.event_store_url)
     good = synthetic.generate(n_users=20, n_items=30, days=1)
     bad = [
@@ -132,10 +136,19 @@ def test_bad_partition_is_quarantined_and_stops_downstream(airflow_db, settings,
     store.append(events.prepare_rows(good + bad))
     before = store.count()
 
-    run = _ingest(dagbag, 0)
+    notices = []
+    with webhook(notices) as url:
+        monkeypatch.setenv(notify.ENV_WEBHOOK, url)
+        run = _ingest(dagbag, 0)
     states = _states(run)
     assert states["collect"] == "success"
     assert states["validate"] == "skipped" and states["build_features"] == "skipped"
+    # Red, not green: the alert fails (features skipped, so the next days still build).
+    assert run.state == "failed" and states["quarantine_alert"] == "failed"
+    assert states["online_ctr"] == "success"
+    (notice,) = notices
+    assert notice["kind"] == "quarantine" and "recsys_ingest.quarantine_alert" in notice["title"]
+    assert "QUARANTINED" in notice["text"] and "recsys quarantine release" in notice["text"]
     lake = Lake(settings.lake_root)
     assert lake.partitions("raw") == [] and len(lake.partitions("quarantine")) == 1
     kept = pd.read_parquet(lake.partition("quarantine", lake.partitions("quarantine")[0]) / EVENTS)

@@ -48,7 +48,11 @@ def test_parsing_imports_no_heavy_library(path):
             "recsys_ingest",
             "CronDataIntervalTimetable 0 0 * * *",
             {"recsys", "data"},
-            {("collect", "validate"), ("validate", "build_features")},  # and online_ctr alone
+            {
+                ("collect", "validate"),
+                ("validate", "build_features"),
+                ("validate", "quarantine_alert"),
+            },  # and online_ctr alone
         ),
         (
             "recsys_full_retrain",
@@ -83,6 +87,8 @@ def test_dag_shape(dagbag, dag_id, schedule, tags, tasks):
 def test_every_task_has_a_time_limit_and_backs_off(dagbag, dag_id):
     from datetime import timedelta
 
+    from recsys.dag_tasks import TaskFailed
+
     dag = dagbag.dags[dag_id]
     assert dag.dagrun_timeout is not None
     for t in dag.tasks:
@@ -90,6 +96,7 @@ def test_every_task_has_a_time_limit_and_backs_off(dagbag, dag_id):
         assert t.retry_exponential_backoff >= 2 and t.max_retry_delay is not None, t.task_id
         # The delay doubles: the second retry waits longer than the first, up to the cap.
         assert t.retry_delay * 2 <= t.max_retry_delay <= timedelta(hours=1)
+        assert any(isinstance(c, TaskFailed) for c in t.on_failure_callback), t.task_id
     if dag_id == "recsys_online_guard":  # hourly: a run ends before the next one is due
         assert dag.dagrun_timeout < timedelta(hours=1)
 

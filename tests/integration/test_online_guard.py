@@ -9,9 +9,11 @@ from recsys.data import events
 from recsys.data.impressions import Impression, ImpressionLog
 from recsys.registry import aliases
 from recsys.registry.alias_log import AliasLog
+from recsys.release import notify
 from recsys.release.online_guard import OnlineGuardConfig, check, ctr_dropped
 from tests.helpers.events import vouched
 from tests.helpers.registry import tiny_versions
+from tests.helpers.webhook import webhook
 
 CFG = OnlineGuardConfig(min_impressions=100)
 
@@ -45,8 +47,23 @@ def serve(settings, version, n, clicked, at):
 
 
 @pytest.mark.parametrize("live_clicks,rolls_back", [(20, True), (100, False)])
-def test_clear_ctr_drop_rolls_champion_back(backend_settings, tmp_path, live_clicks, rolls_back):
+def test_clear_ctr_drop_rolls_champion_back(
+    backend_settings, tmp_path, live_clicks, rolls_back, monkeypatch
+):
     settings = backend_settings
+    notices = []
+    with webhook(notices) as url:
+        monkeypatch.setenv(notify.ENV_WEBHOOK, url)
+        _drill(settings, tmp_path, live_clicks, rolls_back)
+    if rolls_back:  # people hear of it: one notice, for the one rollback
+        (notice,) = notices
+        assert notice["kind"] == "rollback" and "from v2 to v1" in notice["title"]
+        assert "\nCTR of v2 0.0400" in notice["text"] and notice["fields"]["who"]
+    else:
+        assert notices == []
+
+
+def _drill(settings, tmp_path, live_clicks, rolls_back):
     reg = tiny_versions(settings, tmp_path, 2)
     log = AliasLog(settings.event_store_url)
     aliases.move_alias(reg, log, CHAMPION, "1", "test", "first champion")

@@ -11,7 +11,7 @@ from recsys.config import CHALLENGER, CHAMPION, PipelineConfig, Settings, TrainC
 from recsys.data import events, features, synthetic
 from recsys.registry.alias_log import AliasLog
 from recsys.registry.client import Registry
-from recsys.release import pipeline, promote
+from recsys.release import notify, pipeline, promote
 from tests.helpers.pipeline import ingest_days
 
 pytestmark = pytest.mark.slow
@@ -53,6 +53,8 @@ def test_gate_end_to_end(home, tmp_path, monkeypatch):
     assert "latency_max_ms = 1e9" in relaxed and "latency_tolerance = 1e9" in relaxed
     (tmp_path / "promotion.toml").write_text(relaxed)
     monkeypatch.setenv(promote.ENV_GATE_CONFIG, str(tmp_path / "promotion.toml"))
+    notices = []
+    monkeypatch.setattr(notify, "send", lambda notice, *a, **k: notices.append(notice) or True)
     reg = Registry(home)
     weak = release(home, WEAK)
     first = promote.run(home, weak)
@@ -70,6 +72,10 @@ def test_gate_end_to_end(home, tmp_path, monkeypatch):
     assert not worse["promoted"] and "ndcg@10 improvement" in worse["reason"]
     assert str(reg.alias(CHAMPION).version) == strong
     assert str(reg.alias(CHALLENGER).version) == worse_v  # a rejected challenger keeps its alias
+    (notice,) = notices  # the one rejection so far, not the promotions
+    assert notice.kind == "promotion_rejected" and notice.title == f"recsys v{worse_v} not promoted"
+    assert notice.text == worse["reason"]
+    assert "ndcg@10 improvement" in notice.fields["failed criteria"]
 
     tied_v = release(home, STRONG)  # same data, same seed: the champion's twin
     tied = promote.run(home, tied_v)
