@@ -122,10 +122,11 @@ def test_cli_imports_any_movielens_file_and_keeps_the_100k_flag(settings, tmp_pa
     assert events.EventStore(settings.event_store_url).history("196") == ["242", "242"]
 
 
-def test_cli_movielens_errors_are_clean(settings, tmp_path):
+def test_cli_movielens_errors_are_clean(settings, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("hello\n")
-    with pytest.raises(SystemExit, match="unknown MovieLens format"):
+    with pytest.raises(SystemExit) as done:
         cli.main(["events", "import", "--movielens", str(tmp_path / "notes.txt")])
+    assert done.value.code == 1 and "unknown MovieLens format" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["events", "import", "--movielens", "a", "--file", "b"])
 
