@@ -27,7 +27,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
@@ -50,7 +50,8 @@ from recsys.serving.auth import (
 from recsys.serving.champion import ChampionHolder, Loaded, NewestData
 from recsys.serving.edge import EdgeMiddleware, invalid_request
 from recsys.serving.feedback import Popularity, RecentEvents, merge_history
-from recsys.serving.metrics import Metrics, exposition
+from recsys.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from recsys.serving.metrics import Metrics
 from recsys.serving.schemas import (
     EventIn,
     RecommendationsOut,
@@ -183,6 +184,7 @@ def create_app(
         limiter=RateLimiter(cfg.rate_per_key, cfg.rate_burst),
         signer=RequestSigner(load_secret(settings.home), ATTRIBUTION),
     )
+    svc.metrics.watch(svc.holder, svc.impressions, svc.popularity)
     if not cfg.require_keys:
         log.warning("API keys are not required (--no-auth): anyone who reaches the API may write")
     stop = threading.Event()
@@ -351,10 +353,10 @@ def _operations_routes(app: FastAPI, svc: Services) -> None:
         return JSONResponse(body, status_code=200 if loaded else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse)
-    def prometheus() -> PlainTextResponse:
-        """Prometheus text exposition: requests, latency, model version, reloads, errors."""
-        text = exposition(svc.metrics, holder, impressions, svc.popularity)
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+    def prometheus() -> Response:
+        """Prometheus text exposition: requests, latency, model version, reloads, errors, and the
+        process's CPU, memory, open files and garbage collections."""
+        return Response(svc.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
 
 def serve(

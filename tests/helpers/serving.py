@@ -20,3 +20,16 @@ def keyed_client(settings, serving: ServingConfig | None = None, scopes: str = "
     client = TestClient(app, headers={"Authorization": f"Bearer {made['key']}"})
     client.key_id = made["id"]
     return client
+
+
+def scrape(text: str) -> dict[str, float]:
+    """A ``/metrics`` exposition as ``{'name{label="v",...}': value}``, labels sorted; parsing it
+    checks it is valid Prometheus text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            found[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return found

@@ -16,6 +16,7 @@ from recsys.data.lake import Interval, Lake
 from recsys.serving.app import create_app
 from recsys.serving.auth import KeyStore, keys_table
 from tests.helpers.registry import stored_champion
+from tests.helpers.serving import scrape
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +116,7 @@ def test_a_key_over_its_rate_gets_429_with_retry_after(served, capsys):
         limited = get(reader)
         assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
         assert get(other).status_code == 200  # per key: another client is not slowed
-        assert "recsys_rate_limited_total 1" in client.get("/metrics").text
+        assert scrape(client.get("/metrics").text)["recsys_rate_limited_total"] == 1
 
 
 def test_no_auth_is_explicit(served):

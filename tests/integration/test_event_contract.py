@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from recsys import cli
 from recsys.data import event_files, events, features, ingest
 from recsys.data.lake import Interval
-from tests.helpers.serving import OPEN
+from tests.helpers.serving import OPEN, scrape
 
 FAST = settings(
     max_examples=10,
@@ -64,9 +64,9 @@ def test_new_events_are_stored_and_what_the_gate_would_reject_is_refused(client,
     for body in refused:
         resp = client.post("/events", json=body)
         assert resp.status_code == 422, (body, resp.text)
-    metrics = client.get("/metrics").text
-    assert "recsys_events_stored_total 13" in metrics
-    assert "recsys_events_duplicate_total 1" in metrics
+    metrics = scrape(client.get("/metrics").text)
+    assert metrics["recsys_events_stored_total"] == 13
+    assert metrics["recsys_events_duplicate_total"] == 1
     day = _today()
     cli.main(["ingest", "--start", day.start.isoformat(), "--end", day.end.isoformat()])
     assert features.load(backend_settings).manifest["n_events"] == 13

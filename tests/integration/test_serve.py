@@ -5,7 +5,6 @@ model version."""
 import dataclasses
 import datetime as dt
 import json
-import re
 import threading
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from recsys.registry.client import Registry
 from recsys.release import pipeline, promote
 from recsys.serving.app import create_app
 from tests.helpers.pipeline import ingest_days
-from tests.helpers.serving import OPEN, keyed_client
+from tests.helpers.serving import OPEN, keyed_client, scrape
 
 pytestmark = pytest.mark.slow
 
@@ -467,7 +466,7 @@ def test_not_ready_without_a_model(served, monkeypatch):
             assert c.get("/health").status_code == 200
             assert c.get("/ready").status_code == 503
             assert c.get("/recommendations/u1").status_code == 503
-            assert "recsys_model_loaded 0" in c.get("/metrics").text
+            assert scrape(c.get("/metrics").text)["recsys_model_loaded"] == 0
     finally:
         Registry(settings)
 
@@ -480,25 +479,25 @@ def test_metrics_are_prometheus_text(client, served):
     client.post("/events", json={"item_id": "i1"})
     resp = client.get("/metrics")
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
-    lines = resp.text.splitlines()
-    sample = re.compile(r'^[a-z_]+(\{([a-z_]+="[^"]*",?)+\})? -?[0-9.e+]+$')
-    assert all(sample.match(line) for line in lines if not line.startswith("#")), resp.text
-    text = resp.text
+    got = scrape(resp.text)
+    assert "# TYPE recsys_http_request_duration_seconds histogram" in resp.text
     route = 'route="/recommendations/{user_id}"'
-    assert f'recsys_http_requests_total{{{route},method="GET",status="200"}} 3' in text
-    assert 'recsys_http_requests_total{route="/events",method="POST",status="422"} 1' in text
-    assert f'recsys_http_request_duration_seconds_bucket{{{route},le="+Inf"}} 3' in text
-    assert f"recsys_http_request_duration_seconds_count{{{route}}} 3" in text
-    assert "# TYPE recsys_http_request_duration_seconds histogram" in text
-    assert f'recsys_model_info{{version="{v1}"}} 1' in text
-    assert "recsys_model_loaded 1" in text and "recsys_model_reloads_total 1" in text
-    assert "recsys_model_reload_errors_total 0" in text and "recsys_http_errors_total 0" in text
-    assert "recsys_cold_start_total 1" in text and "recsys_model_lists_total 2" in text
+    assert got[f'recsys_http_requests_total{{method="GET",{route},status="200"}}'] == 3
+    assert got['recsys_http_requests_total{method="POST",route="/events",status="422"}'] == 1
+    assert got[f'recsys_http_request_duration_seconds_bucket{{le="+Inf",{route}}}'] == 3
+    assert got[f"recsys_http_request_duration_seconds_count{{{route}}}"] == 3
     version = f'{{version="{v1}"}}'
-    assert f"recsys_state_cache_hits_total{version} 1" in text
+    assert got[f"recsys_model_info{version}"] == 1
+    assert got["recsys_model_loaded"] == 1 and got["recsys_model_reloads_total"] == 1
+    assert got["recsys_model_reload_errors_total"] == 0 and got["recsys_http_errors_total"] == 0
+    assert got["recsys_cold_start_total"] == 1 and got["recsys_model_lists_total"] == 2
+    assert got[f"recsys_state_cache_hits_total{version}"] == 1
     # Two ran the model: the warm-up of the load, and u1's first answer.
-    assert f"recsys_state_cache_misses_total{version} 2" in text
-    assert f"recsys_state_cache_entries{version} 2" in text
+    assert got[f"recsys_state_cache_misses_total{version}"] == 2
+    assert got[f"recsys_state_cache_entries{version}"] == 2
+    # The process's own, from prometheus_client: memory, CPU, GC.
+    assert got["process_resident_memory_bytes"] > 10 * 2**20 and "process_cpu_seconds_total" in got
+    assert 'python_gc_collections_total{generation="0"}' in got
 
 
 # -- the run page and the model version of each release ------------------------------------------
