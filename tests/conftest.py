@@ -29,6 +29,9 @@ os.environ.update(
     AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
     AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING",
     MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+    # Trainings of seconds: no system-metrics sampler (tests/integration/test_train_resume.py
+    # turns it on to test it).
+    MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING="false",
     GIT_PYTHON_REFRESH="quiet",
 )
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # a user's own setting wins

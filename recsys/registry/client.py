@@ -6,11 +6,13 @@ what serving loads, ``challenger`` marks the newest candidate. Aliases, not stag
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import posixpath
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from recsys.config import Settings
 from recsys.model.sasrec import Checkpoint
-from recsys.registry.tags import CHECKPOINT_DIR, CHECKPOINT_FILE, MODEL_NAME
+from recsys.registry.tags import CHECKPOINT_DIR, CHECKPOINT_FILE, MODEL_NAME, TAG_MODEL_ID
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,9 +101,48 @@ class Registry:
             self.experiment_id(experiment), run_name=run_name, tags=tags
         ).info.run_id
 
+    def log_dataset(
+        self, run_id: str, name: str, digest: str, source: str, profile: dict, context: str
+    ) -> None:
+        """A dataset input of the run, as the MLflow UI's Datasets show it: ``context`` is
+        ``training`` or ``evaluation``, ``source`` where the data lies (a path or URL)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        scheme = source.split("://", 1)[0] if "://" in source else "local"
+        dataset = Dataset(name, digest, scheme, json.dumps({"uri": source}),
+                          profile=json.dumps(profile))  # fmt: skip
+        tags = [InputTag("mlflow.data.context", context)]
+        self.client.log_inputs(run_id, [DatasetInput(dataset, tags)])
+
+    def log_model_metrics(
+        self, run_id: str, model_id: str, metrics: dict[str, float], dataset: tuple[str, str]
+    ) -> None:
+        """``metrics`` of ``run_id`` again, linked to its LoggedModel ``model_id`` and the
+        dataset (name, digest) they were measured on: the model's page in the UI shows them."""
+        import time
+
+        now, (name, digest) = int(time.time() * 1000), dataset
+        rows = [Metric(k, float(v), now, 0, model_id=model_id, dataset_name=name,
+                       dataset_digest=digest) for k, v in metrics.items()]  # fmt: skip
+        self.client.log_batch(run_id, metrics=rows)
+
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         """Mark a run created by ``create_run`` as ended (FINISHED, FAILED or KILLED)."""
         self.client.set_terminated(run_id, status)
+
+    @contextlib.contextmanager
+    def ended_on_error(self, run_id: str) -> Iterator[None]:
+        """An exception inside ends ``run_id`` FAILED (KILLED when interrupted) and propagates:
+        no run stays RUNNING after the work it tracks died."""
+        try:
+            yield
+        except BaseException as err:
+            status = "KILLED" if isinstance(err, KeyboardInterrupt | SystemExit) else "FAILED"
+            try:
+                self.end_run(run_id, status)
+            except Exception as end_err:  # the registry down too: the first error matters more
+                log.warning("could not end run %s %s: %s", run_id, status, end_err)
+            raise
 
     def log(
         self,
@@ -196,7 +237,7 @@ class Registry:
                 registered_model_name=self.name,
             )
         version = str(info.registered_model_version)
-        self.tag_version(version, tags)
+        self.tag_version(version, {**tags, TAG_MODEL_ID: info.model_id or ""})
         return self.client.get_model_version(self.name, version)
 
     def version(self, version: str) -> ModelVersion:

@@ -25,6 +25,7 @@ from recsys.registry.tags import (
     TAG_FEATURES,
     TAG_FEATURES_VERSION,
     TAG_MODE,
+    TAG_MODEL_ID,
     TAG_PARENT,
     TAG_RUN,
     TEST,
@@ -123,18 +124,22 @@ def train(
     state_path = training_state_path(settings, mode, fs.manifest.get("version", ""), parent)
     started = time.time()
     device = T.resolve_device(settings.train_device)
-    result = T.train(split, fs.n_items, cfg.model, train_cfg, init=init, state_path=state_path,
-                     device=device, progress=progress)  # fmt: skip
-    resumed = result.resumed_after_epoch
-    if resumed:
-        log.info("resumed an earlier attempt's training after epoch %d (%s)", resumed, state_path)
-    ckpt = result.checkpoint
-    guard = {} if splits is None else forgetting_metrics(init, ckpt, splits, fs.n_items, cfg.eval.k)
-    ckpt.metadata.update(item_ids=fs.item_ids, features_interval=fs.manifest["interval"]["id"])
-    run_id = training_run.log_training_run(
-        reg, fs, mode, cfg, parent, context, (split, splits), result, str(device),
-        {"train.seconds": time.time() - started, **guard},
-    )  # fmt: skip
+    run_id = training_run.open_run(reg, fs, mode, parent, context, state_path.stem)
+    with reg.ended_on_error(run_id), training_run.system_metrics(reg, run_id):
+        result = T.train(split, fs.n_items, cfg.model, train_cfg, init=init,
+                         state_path=state_path, device=device,
+                         progress=training_run.LiveCurves(reg, run_id, progress))  # fmt: skip
+        resumed = result.resumed_after_epoch
+        if resumed:
+            log.info("resumed an earlier attempt's training after epoch %d", resumed)
+        ckpt = result.checkpoint
+        guard = {} if splits is None else forgetting_metrics(init, ckpt, splits, fs.n_items,
+                                                             cfg.eval.k)  # fmt: skip
+        ckpt.metadata.update(item_ids=fs.item_ids, features_interval=fs.manifest["interval"]["id"])
+        training_run.finish_run(
+            reg, run_id, fs, mode, cfg, parent, (split, splits), result, str(device),
+            {"train.seconds": time.time() - started, **guard},
+        )  # fmt: skip
     state_path.unlink(missing_ok=True)  # logged: a retry of this task starts a new run
     log.info("trained %s model in run %s (best epoch %s)", mode, run_id, result.best_epoch)
     return {
@@ -194,6 +199,15 @@ def _training_split(
 
 
 def evaluate(settings: Settings, run_id: str, cfg: PipelineConfig | None = None) -> dict[str, Any]:
+    """``_evaluate``; an evaluation that fails ends the run FAILED (its retry logs to it again,
+    and registering it ends it FINISHED)."""
+    from recsys.registry.client import Registry
+
+    with Registry(settings).ended_on_error(run_id):
+        return _evaluate(settings, run_id, cfg)
+
+
+def _evaluate(settings: Settings, run_id: str, cfg: PipelineConfig | None = None) -> dict[str, Any]:
     """Evaluate a run's checkpoint and the baselines on the same leave-last-out test, and log what a
     reviewer reads on the run's page.
 
@@ -215,6 +229,7 @@ def evaluate(settings: Settings, run_id: str, cfg: PipelineConfig | None = None)
     reg = Registry(settings)
     run = reg.run(run_id)
     fs = features.load(settings, run.data.tags[TAG_FEATURES])
+    training_run.log_data(reg, run_id, fs, "evaluation")  # its test split
     split = split_of(fs, cfg)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Checkpoint.load(reg.run_checkpoint(run_id, Path(tmp)))
@@ -300,6 +315,13 @@ def register(settings: Settings, run_id: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt_path = reg.run_checkpoint(run_id, Path(tmp))
         version = reg.register(run_id, ckpt_path, tags)
+    measured = {k: v for k, v in run.data.metrics.items() if k.startswith(TEST)}
+    model_id = version.model_id or version.tags.get(TAG_MODEL_ID)
+    if model_id and measured:  # the LoggedModel's page shows them
+        dataset = training_run.dataset_id(
+            tags[TAG_FEATURES], tags[TAG_FEATURES_VERSION], "evaluation"
+        )
+        reg.log_model_metrics(run_id, model_id, measured, dataset)
     reg.set_alias(CHALLENGER, str(version.version))
     log.info("registered %s version %s (alias %s)", reg.name, version.version, CHALLENGER)
     return {"run_id": run_id, "version": str(version.version), "model": reg.name}

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 VALID_K = 10
 SELECT_METRIC = f"ndcg_at_{VALID_K}"  # checkpoint selection and early stopping
+EPOCH_KEYS = ("epoch", "loss")  # a history row's own keys; the rest are validation metrics
 GRAD_CLIP = 1.0
 
 
@@ -235,9 +236,12 @@ def _fit(
                 st.done = True
         st.elapsed = time.perf_counter() - t0
         if progress is not None and rank == 0:
-            checks = [h[SELECT_METRIC] for h in st.history if SELECT_METRIC in h]
-            valid = checks[-1] if checks else None
-            progress(EpochReport(epoch, cfg.epochs, loss, valid, st.elapsed, cfg.max_seconds))
+            checks = [h for h in st.history if SELECT_METRIC in h]
+            latest = checks[-1][SELECT_METRIC] if checks else None
+            now = checks[-1] if checks and checks[-1]["epoch"] == epoch else None
+            valid = None if now is None else {k: v for k, v in now.items() if k not in EPOCH_KEYS}
+            progress(EpochReport(epoch, cfg.epochs, loss, latest, st.elapsed, cfg.max_seconds,
+                                 valid))  # fmt: skip
         if state_path is not None and rank == 0:
             if ema is not None:
                 st.ema, st.ema_updates = ema.shadow, ema.updates

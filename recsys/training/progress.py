@@ -15,6 +15,7 @@ class EpochReport:
     valid_ndcg: float | None  # the latest validation check's NDCG@10 (None: none yet)
     elapsed_s: float
     max_seconds: float  # the time budget: training may end before ``epochs``
+    valid: dict[str, float] | None = None  # this epoch's validation check (None: none this epoch)
 
     @property
     def eta_s(self) -> float:

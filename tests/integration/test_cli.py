@@ -82,9 +82,11 @@ def test_import_ingest_train_promote(settings, tmp_path):
         ).stdout
         assert json.loads(out)["validation"]["success"]
 
-    trained = json.loads(
-        _recsys(settings, "train", "--mode", "full", "--epochs", "5", "--json").stdout
-    )
+    done = _recsys(settings, "train", "--mode", "full", "--epochs", "5", "--json")
+    trained = json.loads(done.stdout)  # stdout: the result alone; the progress goes to stderr
+    progress = [line for line in done.stderr.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in progress] == [f"{e}/5" for e in range(1, 6)]
+    assert "loss" in progress[0] and "valid NDCG@10" in progress[-1]
     assert trained["version"] == "1"
     assert trained["test.ndcg_at_10"] > trained["popularity.ndcg_at_10"]
 

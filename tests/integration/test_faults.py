@@ -128,7 +128,7 @@ def test_killed_training_resumes_and_registers_nothing_until_the_retry(home):
     aliases.move_alias(reg, alias_log, CHAMPION, "1", "test", "the champion before the fault")
     fs = features.load(home)
     state = pipeline.training_state_path(home, "full", fs.manifest["version"], None)
-    runs_before = len(reg.client.search_runs([reg.experiment_id()]))
+    runs_before = {r.info.run_id for r in reg.client.search_runs([reg.experiment_id()])}
 
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(home.home)], env=env)
@@ -141,13 +141,20 @@ def test_killed_training_resumes_and_registers_nothing_until_the_retry(home):
     killed_after = _saved_epoch(state)
     assert 2 <= killed_after < KILLED.train.epochs, "the kill must land mid-run"
 
-    # The killed attempt left a state file and nothing else: no run, no version, same champion.
-    assert len(reg.client.search_runs([reg.experiment_id()])) == runs_before
+    # The killed attempt left its state file and its run, with the curve so far (a SIGKILL gives
+    # no time to end it: still RUNNING), and no version; the champion is the same.
+    (killed,) = [r for r in reg.client.search_runs([reg.experiment_id()])
+                 if r.info.run_id not in runs_before]  # fmt: skip
+    assert killed.info.status == "RUNNING"
+    live = [row["step"] for row in reg.metric_history(killed.info.run_id, ["train.loss"])]
+    assert live[:killed_after] == list(range(1, killed_after + 1))
     assert [str(v.version) for v in reg.versions()] == ["1", "2"]
     assert str(reg.alias(CHAMPION).version) == "1"
 
     trained = pipeline.train(home, "full", KILLED)  # the retry: the same call again
     assert trained["resumed_from_epoch"] == killed_after
+    assert trained["run_id"] != killed.info.run_id
+    assert reg.run(killed.info.run_id).info.status == "KILLED"  # ended by the retry
     run = reg.run(trained["run_id"])
     assert run.data.params["train.resumed_from_epoch"] == str(killed_after)
     steps = [row["step"] for row in reg.metric_history(trained["run_id"], ["train.loss"])]
@@ -161,6 +168,64 @@ def test_killed_training_resumes_and_registers_nothing_until_the_retry(home):
     assert result["promoted"] and str(reg.alias(CHAMPION).version) == "3"
     moves = [(m.from_version, m.to_version) for m in alias_log.history(CHAMPION)]
     assert moves == [(None, "1"), ("1", "3")]
+
+
+def test_the_run_is_live_while_training_and_ends_failed_when_training_fails(home, monkeypatch):
+    import recsys.training.loop as T
+
+    slow = T._run_epoch
+    monkeypatch.setattr(T, "_run_epoch", lambda *a, **k: (time.sleep(0.5), slow(*a, **k))[1])
+    monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    reg = Registry(home)
+    seen = []
+
+    def watch(report):  # what the MLflow UI would show at that moment
+        (run,) = reg.client.search_runs([reg.experiment_id()], "attributes.status = 'RUNNING'")
+        steps = [row["step"] for row in reg.metric_history(run.info.run_id, ["train.loss"])]
+        checks = [row["step"] for row in reg.metric_history(run.info.run_id, ["train.ndcg_at_10"])]
+        seen.append((report.epoch, steps, checks))
+
+    trained = pipeline.train(home, "full", tiny(4), progress=watch)
+    assert seen == [(e, list(range(1, e + 1)), list(range(1, e + 1))) for e in range(1, 5)]
+    run = reg.run(trained["run_id"])
+    assert run.info.status == "RUNNING"  # evaluate and register still log to it
+    assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics), run.data.metrics
+    with monkeypatch.context() as patch:  # the evaluation fails once: the run says so...
+        patch.setattr(pipeline, "split_of", lambda *a: (_ for _ in ()).throw(OSError("lake")))
+        with pytest.raises(OSError, match="lake"):
+            pipeline.evaluate(home, trained["run_id"], tiny(4))
+    assert reg.run(trained["run_id"]).info.status == "FAILED"
+    pipeline.evaluate(home, trained["run_id"], tiny(4))  # ...its retry logs to it again
+    registered = pipeline.register(home, trained["run_id"])
+    run = reg.run(trained["run_id"])
+    assert run.info.status == "FINISHED"
+    # The data it trained and was tested on, as MLflow datasets; its test metrics on its model.
+    fs = features.load(home)
+    interval, digest = fs.manifest["interval"]["id"], fs.manifest["version"][:16]
+    inputs = {
+        (i.dataset.name, i.dataset.digest): {t.key: t.value for t in i.tags}["mlflow.data.context"]
+        for i in run.inputs.dataset_inputs
+    }
+    assert inputs == {
+        (f"features-{interval}", digest): "training",
+        (f"features-{interval}-test", digest): "evaluation",
+    }
+    model = reg.client.get_logged_model(reg.version(registered["version"]).tags["recsys.model_id"])
+    on_model = {m.key: m for m in model.metrics}
+    assert on_model["test.ndcg_at_10"].value == pytest.approx(run.data.metrics["test.ndcg_at_10"])
+    assert on_model["test.ndcg_at_10"].dataset_name == f"features-{interval}-test"
+
+    def fail_at_2(report):
+        if report.epoch == 2:
+            raise RuntimeError("out of memory, say")
+
+    versions = len(reg.versions())
+    with pytest.raises(RuntimeError, match="out of memory"):
+        pipeline.train(home, "full", tiny(5), progress=fail_at_2)
+    (failed,) = reg.client.search_runs([reg.experiment_id()], "attributes.status = 'FAILED'")
+    assert [row["step"] for row in reg.metric_history(failed.info.run_id, ["train.loss"])] == [1, 2]
+    assert len(reg.versions()) == versions  # nothing registered
 
 
 def test_a_fresh_training_says_it_did_not_resume(home):
