@@ -128,13 +128,24 @@ def port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def _json(request: urllib.request.Request, timeout: float, tries: int = 5) -> Any:
+    """The response's JSON. A 429 (a key's rate limit) is waited out as its ``Retry-After``
+    says, as a well-behaved client does, ``tries`` times at most."""
+    for attempt in range(1, tries + 1):
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            if err.code != 429 or attempt == tries:
+                raise
+            time.sleep(min(float(err.headers.get("Retry-After") or 1), 10.0))
+    raise AssertionError("unreachable")
+
+
 def get_json(url: str, timeout: float = 5.0, key: str | None = None) -> Any:
     """GET ``url``'s JSON, sending ``key`` as a Bearer token when given."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    with urllib.request.urlopen(
-        urllib.request.Request(url, headers=headers), timeout=timeout
-    ) as resp:
-        return json.loads(resp.read())
+    return _json(urllib.request.Request(url, headers=headers), timeout)
 
 
 def post_json(url: str, body: dict[str, Any], timeout: float = 5.0, key: str | None = None) -> Any:
@@ -142,8 +153,7 @@ def post_json(url: str, body: dict[str, Any], timeout: float = 5.0, key: str | N
     if key:
         headers["Authorization"] = f"Bearer {key}"
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
-    with urllib.request.urlopen(request, timeout=timeout) as resp:
-        return json.loads(resp.read())
+    return _json(request, timeout)
 
 
 def wait_for(what: str, check: Any, timeout: float, services: Processes, every: float = 2.0) -> Any:
