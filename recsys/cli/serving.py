@@ -16,6 +16,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     serving = ServingConfig(
         exploration_share=args.exploration_share, max_k=args.max_k, state_cache=args.state_cache,
         event_loop=args.loop, access_log=args.access_log, require_keys=not args.no_auth,
+        rate_per_key=args.rate_per_key, rate_burst=2 * args.rate_per_key,
     )  # fmt: skip
     serve(settings, host=args.host, port=args.port, poll=args.poll_seconds, serving=serving)
 
@@ -61,6 +62,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "--access-log", action=argparse.BooleanOptionalAction, default=ServingConfig.access_log,
         help="log a line per request (served lists are logged as impressions either way)",
+    )  # fmt: skip
+    p.add_argument(
+        "--rate-per-key", type=float, default=ServingConfig.rate_per_key,
+        help="requests a second each API key may make (bursts of twice that); beyond: 429",
     )  # fmt: skip
     p.add_argument(
         "--no-auth", action="store_true",

@@ -83,3 +83,16 @@ def test_the_exit_codes_are_documented():
     assert section, "README.md has no 'Exit codes' section"
     for code in (0, ERROR, USAGE, QUARANTINED):
         assert re.search(rf"^\| `{code}` \|", section[1], re.M), code
+
+
+def test_serve_takes_a_rate_per_key(settings, monkeypatch):
+    import recsys.serving.app as app
+
+    got = {}
+    monkeypatch.setattr(app, "serve", lambda settings, **kw: got.update(kw))
+    main(["serve", "--rate-per-key", "50"])
+    assert (got["serving"].rate_per_key, got["serving"].rate_burst) == (50, 100)
+    assert got["serving"].require_keys is True
+    with pytest.raises(SystemExit) as done:
+        main(["serve", "--rate-per-key", "0"])  # ServingConfig refuses it: a clear error
+    assert done.value.code == ERROR
