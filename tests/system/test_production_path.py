@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import secrets
 import socket
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(900)]
 
 BIN = Path(sys.executable).parent
+COMPOSE = Path(__file__).resolve().parents[2] / "docker" / "compose.yaml"
 START = dt.date(2024, 3, 4)  # a Monday; the synthetic stream covers START .. START + DAYS
 DAYS = 5
 
@@ -49,6 +51,16 @@ def _call(method: str, url: str, token: str | None = None, body: Any = None) -> 
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode(errors="replace")
+
+
+def _compose_auth() -> dict[str, str]:
+    """Airflow's login settings exactly as docker/compose.yaml sets them, defaults filled in."""
+    import yaml
+
+    env = yaml.safe_load(COMPOSE.read_text())["x-airflow-env"]
+    keys = [k for k in env if k == "AIRFLOW__CORE__AUTH_MANAGER" or "SIMPLE_AUTH_MANAGER_" in k]
+    keys.remove("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")  # a path in the image
+    return {k: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(env[k])) for k in keys}
 
 
 def _events_file(path: Path) -> Path:
@@ -83,8 +95,11 @@ def test_celery_postgres_redis_and_an_mlflow_server_run_the_loop(tmp_path, postg
         tracking_uri=f"http://127.0.0.1:{mlflow_port}",
         artifact_root=None,  # the server's own store, uploads go through it
     )
-    password = secrets.token_urlsafe(12)
-    (tmp_path / "passwords.json").write_text(json.dumps({"admin": password}))
+    auth = _compose_auth()  # the deployment's users and roles: an admin and a viewer
+    users = dict(u.split(":") for u in auth["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(","))
+    admin, viewer = (next(u for u, role in users.items() if role == r) for r in ("admin", "viewer"))
+    passwords = {user: secrets.token_urlsafe(12) for user in users}
+    (tmp_path / "passwords.json").write_text(json.dumps(passwords))
     queue = f"recsys_{uuid.uuid4().hex[:8]}"  # this test's own Celery queue on the shared Redis
     env = local_airflow.airflow_env(settings, api_port)
     env.update(
@@ -98,9 +113,8 @@ def test_celery_postgres_redis_and_an_mlflow_server_run_the_loop(tmp_path, postg
             "AIRFLOW__CELERY__WORKER_LOG_SERVER_PORT": str(_free_port()),
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
-            # Real authentication: no "everyone is admin", a user with a password, a JWT secret.
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            # Real authentication as compose has it: users with passwords, a JWT secret.
+            **auth,
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "passwords.json"),
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
         }
@@ -173,20 +187,45 @@ def test_celery_postgres_redis_and_an_mlflow_server_run_the_loop(tmp_path, postg
         )
         say("services up")
 
-        status, _ = _call("GET", f"{api}/api/v2/dags")
-        assert status == 401  # no anonymous access outside the embedded demo
+        # No anonymous access outside the embedded demo: the REST API and the UI's own API.
+        for path in (
+            "/api/v2/dags",
+            "/api/v2/dags/recsys_ingest/dagRuns",
+            "/ui/config",
+            "/ui/dags",
+        ):
+            status, _ = _call("GET", f"{api}{path}")
+            assert status == 401, path
+        status, _ = _call("PATCH", f"{api}/api/v2/dags/recsys_ingest", None, {"is_paused": False})
+        assert status == 401
         status, body = _call(
-            "POST", f"{api}/auth/token", body={"username": "admin", "password": "wrong"}
+            "POST", f"{api}/auth/token", body={"username": admin, "password": "wrong"}
         )
         assert status in (401, 403)
-        status, body = _call(
-            "POST", f"{api}/auth/token", body={"username": "admin", "password": password}
-        )
-        assert status == 201, body
-        token = body["access_token"]
+
+        def login(user: str) -> str:
+            status, body = _call(
+                "POST", f"{api}/auth/token", body={"username": user, "password": passwords[user]}
+            )
+            assert status == 201, body
+            return body["access_token"]
+
+        token = login(admin)
         status, dags = _call("GET", f"{api}/api/v2/dags?tags=recsys", token)
         assert status == 200
         assert {d["dag_id"] for d in dags["dags"]} >= {"recsys_ingest", "recsys_full_retrain"}
+        # The viewer reads and changes nothing: no unpausing, no triggering.
+        seen = login(viewer)
+        status, _ = _call("GET", f"{api}/ui/dags", seen)
+        assert status == 200
+        status, _ = _call("PATCH", f"{api}/api/v2/dags/recsys_ingest", seen, {"is_paused": False})
+        assert status == 403
+        status, _ = _call(
+            "POST", f"{api}/api/v2/dags/recsys_ingest/dagRuns", seen, {"logical_date": None}
+        )
+        assert status == 403
+        status, dag = _call("GET", f"{api}/api/v2/dags/recsys_ingest", token)
+        assert status == 200 and dag["is_paused"] is True
 
         def unpause(dag_id: str) -> None:
             status, body = _call(
