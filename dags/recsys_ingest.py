@@ -5,7 +5,8 @@ For each data interval (daily): **collect** the events *ingested* in the interva
 store into a raw Parquet partition, **validate** it with the Great Expectations suite
 `expectations/raw_events.json` (a failing partition is quarantined with its report and downstream
 work stops; **quarantine_alert** then fails, so the run is red and a notice goes out, while the
-features chain is skipped, not failed, and the days after still build), then **build features**: per-user time-ordered sequences and the stable item index.
+features chain is skipped, not failed, and the days after still build), then **build features**:
+per-user time-ordered sequences and the stable item index.
 Features are cumulative (a snapshot holds every partition up to its interval's end, and the item
 index grows in the order they are built), so **build_features depends on its past**: runs collect
 and validate side by side, but an interval's features wait until the previous interval's succeeded
