@@ -105,7 +105,8 @@ def _reader_command(
         try:
             main(["registry", "reader", "--username", username])
         except SystemExit as exit_:
-            return False, str(exit_.code)
+            assert exit_.code == 1
+            return False, capsys.readouterr().err.strip()  # the command's one-line error
     return True, capsys.readouterr().out.strip()
 
 
